@@ -1,0 +1,48 @@
+"""`companion`: o pacote do curso *LLM do Zero*.
+
+Cada capítulo do livro constrói uma peça à mão e depois a importa daqui. Os nomes
+públicos abaixo são carregados sob demanda (``companion.GPTModel`` só importa
+``companion.model`` quando você o usa), para que ``import companion`` seja rápido
+e um módulo em construção não quebre os outros.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# nome público -> módulo que o define (o capítulo que o constrói está no docstring do módulo)
+_EXPORTS: dict[str, str] = {
+    # cap. 1 — fundamentos
+    "setup": "reproducibility",
+    # cap. 2 — dados
+    "load_corpus": "data",
+    "GPTDataset": "data",
+    "create_dataloader": "data",
+    "SimpleTokenizer": "tokenizers",
+    "BPETokenizer": "tokenizers",
+    "gpt2_tokenizer": "tokenizers",
+    # cap. 3 — atenção
+    "MultiHeadAttention": "attention",
+    # cap. 4 — arquitetura
+    "GPTConfig": "model",
+    "GPTModel": "model",
+    "generate": "generation",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"o módulo 'companion' não tem o atributo {name!r}")
+    value = getattr(importlib.import_module(f"companion.{module_name}"), name)
+    globals()[name] = value  # próximas consultas não passam mais por aqui
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

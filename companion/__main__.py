@@ -1,0 +1,5 @@
+"""Permite ``python -m companion <comando> ...``."""
+
+from companion.cli import main
+
+raise SystemExit(main())
