@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Baixa do npm (versões fixas) o JavaScript que o site serve localmente:
 # MathJax 3 (fórmulas), RequireJS e o gerenciador HTML dos ipywidgets.
-# Destino: book/_site_static/vendor/ (fora do git). Idempotente.
+# Destino: book/_site_static/offline/ (fora do git). Idempotente.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=book/_site_static/vendor
+dest=book/_site_static/offline
 stamp="$dest/.versions"
 versions="mathjax@3.2.2 requirejs@2.3.7 @jupyter-widgets/html-manager@1.0.15"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$versions" ]; then
@@ -27,6 +27,7 @@ for sub in a11y ui input/tex/extensions sre; do
   if [ -d "$mj/$sub" ]; then mkdir -p "$dest/mathjax/$sub" && cp -r "$mj/$sub/." "$dest/mathjax/$sub/"; fi
 done
 cp "$tmp/x/requirejs-2.3.7/package/require.js" "$dest/require.min.js"
-cp "$tmp/x/jupyter-widgets-html-manager-1.0.15/package/dist/embed-amd.js" "$dest/embed-amd.js"
+hm="$tmp/x/jupyter-widgets-html-manager-1.0.15/package/dist"
+cp "$hm/embed-amd.js" "$dest/embed-amd.js"
 echo "$versions" > "$stamp"
 echo "JavaScript do site em $dest: $versions"
