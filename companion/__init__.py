@@ -17,6 +17,10 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # cap. 1 — fundamentos
     "setup": "reproducibility",
+    "split_words": "ngram",
+    "join_words": "ngram",
+    "NGramModel": "ngram",
+    "BigramModel": "ngram",
     # cap. 2 — dados
     "load_corpus": "data",
     "GPTDataset": "data",
@@ -26,6 +30,13 @@ _EXPORTS: dict[str, str] = {
     "gpt2_tokenizer": "tokenizers",
     # cap. 3 — atenção
     "MultiHeadAttention": "attention",
+    "KVCache": "attention",
+    "causal_mask": "attention",
+    "simplified_attention": "attention",
+    "SelfAttentionV1": "attention",
+    "SelfAttentionV2": "attention",
+    "CausalAttention": "attention",
+    "MultiHeadAttentionWrapper": "attention",
     # cap. 4 — arquitetura
     "GPTConfig": "model",
     "GPTModel": "model",

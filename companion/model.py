@@ -1,0 +1,545 @@
+"""O modelo GPT: configuração, peças do bloco Transformer e o modelo completo (cap. 4).
+
+O capítulo 4 monta o GPT de baixo para cima, e cada passo é uma peça deste arquivo:
+
+1. ``GPTConfig`` — os hiperparâmetros, validados, com *presets* (GPT-2 e os do curso);
+2. ``DummyGPTModel`` — o esqueleto, com blocos e normalização que não fazem nada, para
+   ver os formatos antes das contas;
+3. ``LayerNorm`` e ``GELU`` — escritos à mão (e conferidos com os do PyTorch nos testes);
+4. ``FeedForward`` — a rede de duas camadas aplicada a cada posição;
+5. ``TransformerBlock`` — atenção + *feed-forward*, cada um com normalização antes e
+   conexão residual em volta (*pre-LN*, como no GPT-2);
+6. ``GPTModel`` — *embeddings* de token e de posição, os blocos, a normalização final e
+   a cabeça de saída, que pode compartilhar os pesos do *embedding* (*weight tying*);
+7. contabilidade: ``count_parameters``, ``parameter_breakdown`` e ``memory_bytes``.
+
+Os nomes dos parâmetros são estáveis (o cap. 5 carrega os pesos do GPT-2 por nome e
+grava *checkpoints*)::
+
+    tok_emb.weight, pos_emb.weight,
+    trf_blocks.{i}.norm1.{weight,bias}, trf_blocks.{i}.att.W_query.{weight,bias}, ...W_key, ...W_value,
+    trf_blocks.{i}.att.out_proj.{weight,bias}, trf_blocks.{i}.norm2.{weight,bias},
+    trf_blocks.{i}.ff.fc1.{weight,bias}, trf_blocks.{i}.ff.fc2.{weight,bias},
+    final_norm.{weight,bias}, out_head.weight
+
+Com ``tie_weights=True``, ``out_head.weight`` e ``tok_emb.weight`` são o MESMO tensor
+(o ``state_dict`` mostra as duas chaves; para gravar com safetensors use
+``safetensors.torch.save_model``, que entende pesos compartilhados).
+
+Convenção de formatos: ``B`` = lote, ``T`` = tokens, ``C`` = ``emb_dim``, ``V`` = vocabulário.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from companion.attention import KVCache, MultiHeadAttention
+
+__all__ = [
+    "GPTConfig",
+    "DummyGPTModel",
+    "LayerNorm",
+    "GELU",
+    "FeedForward",
+    "TransformerBlock",
+    "GPTModel",
+    "count_parameters",
+    "parameter_breakdown",
+    "memory_bytes",
+]
+
+
+# ----------------------------------------------------------------------------- configuração
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class GPTConfig:
+    """Hiperparâmetros de um GPT (cap. 4).
+
+    Os valores padrão são os do GPT-2 pequeno, exceto ``qkv_bias`` (use
+    ``GPTConfig.preset("gpt2-small")`` para o GPT-2 exato).
+
+    Args:
+        vocab_size: número de tokens do vocabulário ``V`` (50.257 no GPT-2).
+        context_length: máximo de tokens que o modelo vê de uma vez (tamanho do
+            *embedding* posicional).
+        emb_dim: dimensão ``C`` dos *embeddings* e de tudo o que circula entre os blocos.
+        n_heads: cabeças de atenção; precisa dividir ``emb_dim``.
+        n_layers: número de blocos Transformer.
+        drop_rate: probabilidade de *dropout* (embeddings, atenção e ramos residuais).
+        qkv_bias: se as projeções de consulta/chave/valor têm viés (o GPT-2 tem).
+        tie_weights: se a cabeça de saída reutiliza os pesos do *embedding* de tokens
+            (o GPT-2 faz isso; economiza ``vocab_size * emb_dim`` parâmetros).
+
+    Raises:
+        ValueError: valores fora do permitido (a mensagem diz qual e o que é aceito).
+    """
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.1
+    qkv_bias: bool = False
+    tie_weights: bool = True
+
+    # nome -> valores; preenchido logo abaixo da classe.
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"GPTConfig: {name} deve ser um inteiro >= 1; recebi {value!r}.")
+        if self.emb_dim % self.n_heads != 0:
+            raise ValueError(
+                f"GPTConfig: emb_dim ({self.emb_dim}) deve ser divisível por n_heads "
+                f"({self.n_heads}), porque cada cabeça recebe emb_dim // n_heads dimensões."
+            )
+        rate = self.drop_rate
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"GPTConfig: drop_rate deve ser um número em [0, 1); recebi {rate!r}.")
+        self.drop_rate = float(rate)
+        for name in ("qkv_bias", "tie_weights"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(
+                    f"GPTConfig: {name} deve ser True ou False; recebi {getattr(self, name)!r}."
+                )
+
+    @property
+    def head_dim(self) -> int:
+        """Dimensão de cada cabeça de atenção: ``emb_dim // n_heads``."""
+        return self.emb_dim // self.n_heads
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> GPTConfig:
+        """Uma configuração pronta, com trocas opcionais.
+
+        *Presets* do GPT-2 (Radford et al., 2019; ``qkv_bias=True``, cabeça amarrada,
+        contexto 1024, vocabulário 50.257): ``gpt2-small`` (124M), ``gpt2-medium`` (355M),
+        ``gpt2-large`` (774M), ``gpt2-xl`` (1,5B).
+
+        *Presets* do curso, pensados para treinar na CPU com o corpus do curso
+        (~110 mil caracteres) e o tokenizador do GPT-2:
+
+        - ``curso-mini``: 2 blocos, ``emb_dim`` 64, contexto 64 — poucos minutos de treino;
+        - ``curso-pequeno``: 4 blocos, ``emb_dim`` 128, contexto 128;
+        - ``curso-medio``: 6 blocos, ``emb_dim`` 384, 6 cabeças, contexto 256 — o do
+          *benchmark* (``python -m companion bench``), grande demais para treinar no livro.
+
+        Args:
+            name: nome do *preset* (veja ``GPTConfig.PRESETS``).
+            **overrides: campos a trocar, por exemplo ``vocab_size=5000``.
+
+        Returns:
+            Um ``GPTConfig`` novo (validado).
+
+        Raises:
+            ValueError: nome desconhecido (a mensagem lista os válidos) ou campo inválido.
+        """
+        if name not in cls.PRESETS:
+            valid = ", ".join(cls.PRESETS)
+            raise ValueError(f"preset desconhecido: {name!r}. Os válidos são: {valid}.")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - fields)
+        if unknown:
+            raise ValueError(
+                f"GPTConfig.preset: campo(s) desconhecido(s) {unknown}; os campos são {sorted(fields)}."
+            )
+        return cls(**{**cls.PRESETS[name], **overrides})
+
+
+_GPT2 = {"vocab_size": 50257, "context_length": 1024, "drop_rate": 0.1, "qkv_bias": True, "tie_weights": True}
+_CURSO = {"vocab_size": 50257, "drop_rate": 0.1, "qkv_bias": False, "tie_weights": True}
+GPTConfig.PRESETS = {
+    "gpt2-small": {**_GPT2, "emb_dim": 768, "n_heads": 12, "n_layers": 12},
+    "gpt2-medium": {**_GPT2, "emb_dim": 1024, "n_heads": 16, "n_layers": 24},
+    "gpt2-large": {**_GPT2, "emb_dim": 1280, "n_heads": 20, "n_layers": 36},
+    "gpt2-xl": {**_GPT2, "emb_dim": 1600, "n_heads": 25, "n_layers": 48},
+    "curso-mini": {**_CURSO, "context_length": 64, "emb_dim": 64, "n_heads": 4, "n_layers": 2},
+    "curso-pequeno": {**_CURSO, "context_length": 128, "emb_dim": 128, "n_heads": 4, "n_layers": 4},
+    "curso-medio": {**_CURSO, "context_length": 256, "emb_dim": 384, "n_heads": 6, "n_layers": 6},
+}
+
+
+# ----------------------------------------------------------------------------- o esqueleto
+class DummyGPTModel(nn.Module):
+    """Esqueleto do GPT (cap. 4): *embeddings* e cabeça de verdade, blocos que não fazem nada.
+
+    Serve para ver o caminho dos formatos — ``(B, T)`` de IDs vira ``(B, T, C)`` e depois
+    ``(B, T, V)`` de *logits* — antes de escrever as peças. Os blocos e a normalização
+    são ``nn.Identity``.
+
+    Args:
+        cfg: a configuração do modelo.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.Sequential(*[nn.Identity() for _ in range(cfg.n_layers)])
+        self.final_norm = nn.Identity()
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+
+    def forward(self, idx: Tensor) -> Tensor:
+        """``idx`` ``(B, T)`` de IDs -> *logits* ``(B, T, V)``."""
+        T = idx.shape[1]
+        positions = torch.arange(T, device=idx.device)
+        x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.trf_blocks(self.drop_emb(x))
+        return self.out_head(self.final_norm(x))  # (B, T, V)
+
+
+# ----------------------------------------------------------------------------- as peças
+class LayerNorm(nn.Module):
+    """Normalização de camada escrita à mão (Ba et al., 2016; cap. 4).
+
+    Para cada vetor ``x`` (a última dimensão), subtrai a média, divide pelo desvio
+    padrão (variância *enviesada*, dividindo por ``n`` como o GPT-2) e aplica uma escala
+    ``weight`` e um deslocamento ``bias`` aprendidos::
+
+        y = (x - média) / sqrt(variância + eps) * weight + bias
+
+    Mesmos nomes e resultados de ``torch.nn.LayerNorm`` (os testes conferem).
+
+    Args:
+        emb_dim: tamanho da última dimensão.
+        eps: somado à variância para nunca dividir por zero (1e-5, como no GPT-2).
+    """
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(emb_dim))
+        self.bias = nn.Parameter(torch.zeros(emb_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``(..., emb_dim)`` -> mesmo formato, cada vetor com média 0 e variância 1 (antes da escala)."""
+        var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)  # (..., 1) cada
+        x_hat = (x - mean) * torch.rsqrt(var + self.eps)
+        return x_hat * self.weight + self.bias
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+class GELU(nn.Module):
+    """GELU com a aproximação por tangente hiperbólica (Hendrycks e Gimpel, 2016; cap. 4).
+
+    ``GELU(x) = x * Φ(x)``, onde ``Φ`` é a distribuição acumulada da normal padrão. O
+    GPT-2 usa a aproximação::
+
+        GELU(x) ≈ 0.5 * x * (1 + tanh( sqrt(2/π) * (x + 0.044715 * x³) ))
+
+    Igual a ``torch.nn.functional.gelu(x, approximate="tanh")`` (os testes conferem).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Aplica a GELU elemento a elemento; o formato não muda."""
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
+        return 0.5 * x * (1.0 + torch.tanh(inner))
+
+
+class FeedForward(nn.Module):
+    """Rede *feed-forward* de cada posição: ``C -> 4C -> GELU -> C`` (cap. 4).
+
+    Expande cada vetor para quatro vezes a largura, aplica a não linearidade e volta ao
+    tamanho original. É onde mora a maior parte dos parâmetros de cada bloco.
+
+    Args:
+        cfg: a configuração (usa ``emb_dim``).
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(cfg.emb_dim, 4 * cfg.emb_dim)
+        self.gelu = GELU()
+        self.fc2 = nn.Linear(4 * cfg.emb_dim, cfg.emb_dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``(B, T, C)`` -> ``(B, T, 4C)`` -> ``(B, T, C)``."""
+        return self.fc2(self.gelu(self.fc1(x)))
+
+
+class TransformerBlock(nn.Module):
+    """Um bloco do GPT (cap. 4): duas subcamadas, cada uma com *pre-LN* e conexão residual.
+
+    ::
+
+        x = x + dropout(atenção(norm1(x)))
+        x = x + dropout(feed_forward(norm2(x)))
+
+    A conexão residual (He et al., 2016) soma a entrada de volta à saída, dando ao
+    gradiente um caminho direto até as primeiras camadas.
+
+    Args:
+        cfg: a configuração do modelo.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.norm1 = LayerNorm(cfg.emb_dim)
+        self.att = MultiHeadAttention(
+            d_in=cfg.emb_dim,
+            d_out=cfg.emb_dim,
+            context_length=cfg.context_length,
+            dropout=cfg.drop_rate,
+            num_heads=cfg.n_heads,
+            qkv_bias=cfg.qkv_bias,
+        )
+        self.norm2 = LayerNorm(cfg.emb_dim)
+        self.ff = FeedForward(cfg)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        """``(B, T, C)`` -> ``(B, T, C)``. Com ``kv_cache``, ``x`` traz só os tokens novos."""
+        x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache=kv_cache))
+        x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        return x
+
+
+# ----------------------------------------------------------------------------- o modelo
+class GPTModel(nn.Module):
+    """O GPT completo (cap. 4): IDs de tokens ``(B, T)`` -> *logits* ``(B, T, V)``.
+
+    *Embedding* de token + *embedding* posicional (aprendido), *dropout*, ``n_layers``
+    blocos Transformer, normalização final e a cabeça de saída linear (sem viés). Com
+    ``cfg.tie_weights`` a cabeça usa os mesmos pesos do *embedding* de tokens.
+
+    Pesos iniciais como no GPT-2: normal com desvio 0,02; vieses zerados; as projeções
+    que desembocam na conexão residual (``att.out_proj`` e ``ff.fc2``) com desvio
+    ``0,02 / sqrt(2 * n_layers)``, para que a soma dos ramos não cresça com a profundidade.
+
+    Args:
+        cfg: a configuração (veja ``GPTConfig`` e ``GPTConfig.preset``).
+
+    Raises:
+        TypeError: se ``cfg`` não for um ``GPTConfig``.
+    """
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        if not isinstance(cfg, GPTConfig):
+            raise TypeError(f"GPTModel espera um GPTConfig; recebi {type(cfg).__name__}.")
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.trf_blocks = nn.ModuleList([TransformerBlock(cfg) for _ in range(cfg.n_layers)])
+        self.final_norm = LayerNorm(cfg.emb_dim)
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        self.reset_parameters()
+        if cfg.tie_weights:
+            self.out_head.weight = self.tok_emb.weight  # o mesmo Parameter: (V, C)
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """(Re)inicializa os pesos como o GPT-2 (veja o docstring da classe)."""
+        std = 0.02
+        residual_std = std / math.sqrt(2 * self.cfg.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                is_residual = name.endswith("att.out_proj") or name.endswith("ff.fc2")
+                nn.init.normal_(module.weight, mean=0.0, std=residual_std if is_residual else std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+            elif isinstance(module, LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    # ------------------------------------------------------------------ validação da entrada
+    def check_input(self, idx: object, start: int = 0, check_length: bool = True) -> None:
+        """Confere os IDs antes de qualquer conta, com erros claros em português.
+
+        Args:
+            idx: o que se pretende passar a ``forward``.
+            start: posição do primeiro token (``> 0`` quando há tokens num KV cache).
+            check_length: confere ``start + T <= context_length`` (``generate`` desliga,
+                porque corta *prompts* longos).
+
+        Raises:
+            TypeError: não é tensor, ou não é de inteiros.
+            ValueError: não é 2-D, está vazio, ultrapassa ``context_length`` ou tem IDs
+                fora de ``[0, vocab_size)``.
+        """
+        if not isinstance(idx, Tensor):
+            raise TypeError(
+                f"GPTModel espera um tensor de IDs de tokens (torch.long); recebi {type(idx).__name__}."
+            )
+        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
+            raise TypeError(
+                f"os IDs de tokens devem ser inteiros (torch.long); recebi dtype {idx.dtype}."
+            )
+        if idx.dim() != 2:
+            raise ValueError(
+                "GPTModel espera IDs no formato (lote, tokens), um tensor 2-D; recebi o formato "
+                f"{tuple(idx.shape)}. Para uma única frase use idx.unsqueeze(0)."
+            )
+        B, T = idx.shape
+        if B == 0 or T == 0:
+            raise ValueError(f"a entrada está vazia (formato {tuple(idx.shape)}); mande ao menos um token.")
+        ctx = self.cfg.context_length
+        if check_length and start + T > ctx:
+            where = f"{T} tokens" if start == 0 else f"{T} tokens novos depois de {start} no cache"
+            raise ValueError(
+                f"a sequência tem {where}, mas o modelo aceita no máximo context_length={ctx}; "
+                f"corte a entrada (por exemplo idx[:, -{ctx}:])."
+            )
+        low, high = int(idx.min()), int(idx.max())
+        if low < 0 or high >= self.cfg.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"ID de token fora do vocabulário: {bad}; os IDs permitidos vão de 0 a "
+                f"{self.cfg.vocab_size - 1} (vocab_size={self.cfg.vocab_size})."
+            )
+
+    # ------------------------------------------------------------------ KV cache
+    def new_kv_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
+        """Um ``KVCache`` vazio por bloco, no mesmo ``dtype``/``device`` do modelo.
+
+        Args:
+            batch_size: tamanho do lote da geração.
+            max_len: posições reservadas (padrão: ``context_length``).
+
+        Returns:
+            Lista com ``n_layers`` caches ``(B, n_heads, max_len, head_dim)``.
+
+        Raises:
+            ValueError: ``max_len`` fora de ``[1, context_length]`` (ou tamanho inválido).
+        """
+        ctx = self.cfg.context_length
+        max_len = ctx if max_len is None else max_len
+        if not _is_int(max_len) or not 1 <= max_len <= ctx:
+            raise ValueError(f"max_len deve ser um inteiro entre 1 e context_length={ctx}; recebi {max_len!r}.")
+        weight = self.tok_emb.weight
+        return [
+            KVCache(batch_size, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype=weight.dtype, device=weight.device)
+            for _ in range(self.cfg.n_layers)
+        ]
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        idx: Tensor,
+        kv_caches: list[KVCache] | None = None,
+        *,
+        last_only: bool = False,
+    ) -> Tensor:
+        """Calcula os *logits* do próximo token para cada posição.
+
+        Args:
+            idx: IDs ``(B, T)`` inteiros em ``[0, vocab_size)``. Com ``kv_caches``, só os
+                tokens NOVOS, que ocupam as posições ``[length, length + T)`` dos caches.
+            kv_caches: um ``KVCache`` por bloco (de ``new_kv_caches``) ou ``None``. São
+                atualizados no lugar.
+            last_only: calcula os *logits* só da última posição (a geração só precisa
+                dela; poupa a maior conta do modelo, ``C x V`` por posição).
+
+        Returns:
+            *Logits* ``(B, T, V)`` — ou ``(B, 1, V)`` com ``last_only=True``.
+
+        Raises:
+            TypeError / ValueError: entrada inválida (veja ``check_input``) ou número de
+                caches diferente de ``n_layers``.
+        """
+        start = 0
+        if kv_caches is not None:
+            if len(kv_caches) != self.cfg.n_layers:
+                raise ValueError(
+                    f"kv_caches deve ter um cache por bloco ({self.cfg.n_layers}); recebi {len(kv_caches)}."
+                )
+            start = kv_caches[0].length
+        self.check_input(idx, start)
+        T = idx.shape[1]
+
+        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.drop_emb(x)
+        for i, block in enumerate(self.trf_blocks):
+            x = block(x, None if kv_caches is None else kv_caches[i])  # (B, T, C)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
+        x = self.final_norm(x)
+        return self.out_head(x)  # (B, T, V) ou (B, 1, V)
+
+
+# ----------------------------------------------------------------------------- contabilidade
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Número de parâmetros de um módulo, contando uma vez os pesos compartilhados.
+
+    Args:
+        model: qualquer ``nn.Module`` (pode estar no *device* ``meta``).
+        trainable_only: conta só os que têm ``requires_grad``.
+
+    Returns:
+        O total de números ajustáveis.
+    """
+    # model.parameters() já devolve cada Parameter uma única vez, mesmo se amarrado.
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def parameter_breakdown(cfg: GPTConfig) -> dict[str, int]:
+    """Parâmetros de um ``GPTModel`` calculados pela configuração, sem criar o modelo.
+
+    Args:
+        cfg: a configuração.
+
+    Returns:
+        Dicionário com as partes (``embedding de tokens``, ``embedding posicional``,
+        ``atenção``, ``feed-forward``, ``normalizações``, ``cabeça de saída``) e
+        ``total``. Com ``tie_weights`` a cabeça conta 0 (reaproveita o *embedding*).
+    """
+    C, V = cfg.emb_dim, cfg.vocab_size
+    qkv = 3 * (C * C + (C if cfg.qkv_bias else 0))
+    attention = cfg.n_layers * (qkv + C * C + C)  # + out_proj com viés
+    feed_forward = cfg.n_layers * ((C * 4 * C + 4 * C) + (4 * C * C + C))
+    norms = (2 * cfg.n_layers + 1) * 2 * C  # weight e bias de cada LayerNorm
+    parts = {
+        "embedding de tokens": V * C,
+        "embedding posicional": cfg.context_length * C,
+        "atenção": attention,
+        "feed-forward": feed_forward,
+        "normalizações": norms,
+        "cabeça de saída": 0 if cfg.tie_weights else C * V,
+    }
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def memory_bytes(n_params: int, dtype: torch.dtype = torch.float32, training: bool = False) -> int:
+    """Bytes para guardar ``n_params`` parâmetros (e, no treino, o que o AdamW precisa).
+
+    No treino com AdamW cada parâmetro tem também um gradiente e dois momentos, todos do
+    mesmo tipo: quatro cópias. As ativações não entram na conta (dependem do lote).
+
+    Args:
+        n_params: número de parâmetros (``count_parameters`` ou ``parameter_breakdown``).
+        dtype: tipo dos números (``torch.float32`` = 4 bytes, ``torch.bfloat16`` = 2...).
+        training: soma gradientes e os dois momentos do AdamW.
+
+    Returns:
+        Número de bytes.
+
+    Raises:
+        ValueError: ``n_params`` negativo ou não inteiro.
+        TypeError: ``dtype`` que não é ``torch.dtype``.
+    """
+    if not _is_int(n_params) or n_params < 0:
+        raise ValueError(f"n_params deve ser um inteiro >= 0; recebi {n_params!r}.")
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype deve ser um torch.dtype (ex.: torch.float32); recebi {dtype!r}.")
+    copies = 4 if training else 1
+    return n_params * dtype.itemsize * copies

@@ -1,0 +1,245 @@
+"""Controles interativos (ipywidgets) dos capítulos.
+
+Cada widget tem uma saída estática que já faz sentido sozinha: o site do livro não
+tem um *kernel* Python por trás, então o que aparece lá é o estado inicial guardado
+no notebook. Cada capítulo acrescenta aqui os seus controles.
+
+* cap. 2 — ``tokenizer_explorer``: digite uma frase e veja os tokens coloridos, com
+  os IDs, de cada tokenizador.
+* cap. 3 — ``attention_explorer``: escolha uma cabeça e um token e veja para onde ele olha.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+# --------------------------------------------------------------------------- cap. 2: tokenizadores
+EXAMPLE_SENTENCE = "O beija-flor pousou na jabuticabeira às 6h30; paguei R$ 12,50 no Pix. 🙂"
+
+# Fundos claros que se alternam entre tokens vizinhos (o texto continua legível em preto).
+TOKEN_COLORS = ["#CFE8FC", "#FDE2B8", "#C9F0DF", "#F9D0C4", "#EED5E6", "#FFF6B3"]
+
+
+def _visible(piece: str) -> str:
+    """Deixa visíveis espaços e quebras de linha dentro de um token."""
+    return piece.replace(" ", "·").replace("\n", "↵").replace("\t", "→")
+
+
+def tokens_html(tokenizers: Mapping[str, Any], text: str) -> str:
+    """HTML com os tokens de ``text`` para cada tokenizador: um bloco colorido por token, ID embaixo.
+
+    Args:
+        tokenizers: nome -> tokenizador (``SimpleTokenizer``, ``BPETokenizer`` ou ``tiktoken.Encoding``).
+        text: o texto a tokenizar.
+
+    Returns:
+        Um trecho de HTML (``str``). Espaços aparecem como ``·``; bytes soltos de um
+        caractere dividido, como ``<C3>``; palavras desconhecidas, com o ID de ``<|unk|>``.
+    """
+    from companion.tokenizers import token_pieces
+
+    if not isinstance(text, str):
+        raise TypeError(f"text deve ser um texto (str); recebi {type(text).__name__}.")
+    if not tokenizers:
+        raise ValueError("tokenizers está vazio: passe ao menos um tokenizador, como {'GPT-2': gpt2_tokenizer()}.")
+    rows = []
+    for name, tokenizer in tokenizers.items():
+        pieces = token_pieces(tokenizer, text)
+        chips = []
+        for i, (token_id, piece) in enumerate(pieces):
+            color = TOKEN_COLORS[i % len(TOKEN_COLORS)]
+            chips.append(
+                f'<span style="display:inline-block;margin:2px 1px;padding:1px 3px;border-radius:4px;'
+                f'background:{color};text-align:center;font-family:monospace;line-height:1.25">'
+                f'<span style="white-space:pre">{html.escape(_visible(piece))}</span><br>'
+                f'<span style="font-size:0.72em;color:#555">{token_id}</span></span>'
+            )
+        n_words = len(text.split())
+        ratio = f" · {len(pieces) / n_words:.2f} tokens por palavra" if n_words else ""
+        rows.append(
+            f'<div style="margin:6px 0"><b>{html.escape(str(name))}</b> '
+            f'<span style="color:#555">({len(pieces)} tokens{ratio})</span><br>{"".join(chips)}</div>'
+        )
+    return "".join(rows)
+
+
+def tokenizer_explorer(tokenizers: Mapping[str, Any] | None = None, text: str = EXAMPLE_SENTENCE):
+    """Explorador de tokenizadores: uma caixa de texto e, embaixo, os tokens de cada um (cap. 2).
+
+    Args:
+        tokenizers: nome -> tokenizador. Padrão: o simples e o BPE (1.000 tokens) treinados
+            no corpus do curso e o do GPT-2.
+        text: a frase inicial — é ela que aparece no site, que não executa código.
+
+    Returns:
+        Um ``ipywidgets.VBox`` com a caixa de texto e o HTML dos tokens, que se atualiza
+        a cada tecla.
+    """
+    import ipywidgets as widgets
+
+    if tokenizers is None:
+        from companion.data import load_corpus
+        from companion.tokenizers import BPETokenizer, SimpleTokenizer, gpt2_tokenizer
+
+        corpus = load_corpus()
+        tokenizers = {
+            "Simples (palavras do corpus)": SimpleTokenizer.from_text(corpus),
+            "BPE do curso (1.000 tokens)": BPETokenizer().train(corpus, 1000),
+            "GPT-2 (50.257 tokens)": gpt2_tokenizer(),
+        }
+    tokenizers = dict(tokenizers)
+    box = widgets.Text(
+        value=text,
+        description="Frase:",
+        continuous_update=True,
+        layout=widgets.Layout(width="100%"),
+    )
+    output = widgets.HTML(value=tokens_html(tokenizers, text))
+
+    def update(change: dict) -> None:
+        output.value = tokens_html(tokenizers, change["new"])
+
+    box.observe(update, names="value")
+    return widgets.VBox([box, output])
+
+
+# --------------------------------------------------------------------------- cap. 3 — atenção
+def _attention_matrices(weights, tokens):
+    """Normaliza os pesos para um array ``(H, T, T)`` e confere os rótulos."""
+    import numpy as np
+
+    if hasattr(weights, "detach"):
+        weights = weights.detach().cpu().float().numpy()
+    w = np.asarray(weights, dtype=float)
+    if w.ndim == 2:
+        w = w[None]  # (T, T) -> (1, T, T)
+    tokens = [str(t) for t in tokens]
+    if w.ndim != 3 or w.shape[1] != w.shape[2] or w.shape[2] != len(tokens):
+        raise ValueError(
+            "weights deve ter formato (T, T) ou (cabeças, T, T), com T = len(tokens) = "
+            f"{len(tokens)}; recebi {tuple(w.shape)}."
+        )
+    if len(tokens) == 0:
+        raise ValueError("tokens está vazio: não há o que mostrar.")
+    return w, tokens
+
+
+def attention_html(weights, tokens, selected: int) -> str:
+    """HTML de uma cabeça: a frase colorida pela atenção de um token e a matriz inteira (cap. 3).
+
+    Funciona sem *kernel* (é só HTML): passar o mouse numa palavra ou numa célula mostra o
+    peso exato. ``attention_explorer`` usa esta função a cada escolha.
+
+    Args:
+        weights: matriz ``(T, T)`` de pesos de atenção (linhas somam 1).
+        tokens: os ``T`` rótulos.
+        selected: índice do token (a consulta) cuja atenção colorimos.
+
+    Returns:
+        Uma ``str`` com o HTML.
+
+    Raises:
+        ValueError: formatos incompatíveis ou ``selected`` fora de ``[0, T)``.
+    """
+    from html import escape
+
+    w, tokens = _attention_matrices(weights, tokens)
+    if w.shape[0] != 1:
+        raise ValueError(f"attention_html desenha uma cabeça só: weights deve ser (T, T); recebi {w.shape}.")
+    w = w[0]
+    T = len(tokens)
+    if not isinstance(selected, int) or not 0 <= selected < T:
+        raise ValueError(f"selected deve ser um índice inteiro em [0, {T}); recebi {selected!r}.")
+
+    def cell_style(value: float, scale: float) -> str:
+        alpha = 0.0 if scale <= 0 else min(1.0, value / scale)
+        color = "white" if alpha > 0.6 else "#222"
+        return f"background: rgba(0, 114, 178, {alpha:.2f}); color: {color};"
+
+    row = w[selected]
+    row_max = float(row.max())
+    words = []
+    for j, tok in enumerate(tokens):
+        border = "2px solid #D55E00" if j == selected else "1px solid #ccc"
+        words.append(
+            f'<span title="{escape(tokens[selected])} → {escape(tok)}: {row[j]:.2f}" '
+            f'style="{cell_style(row[j], row_max)} border: {border}; border-radius: 4px; '
+            f'padding: 2px 5px; margin: 2px; display: inline-block;">{escape(tok)}'
+            f'<br><small>{row[j]:.2f}</small></span>'
+        )
+    text_view = (
+        f"<p style='margin: 4px 0'>Para onde <b>{escape(tokens[selected])}</b> (posição {selected}) olha:</p>"
+        f"<div style='line-height: 2.2em'>{''.join(words)}</div>"
+    )
+
+    header = "".join(f"<th style='padding: 2px 4px; font-weight: normal'>{escape(t)}</th>" for t in tokens)
+    body = []
+    for i, tok in enumerate(tokens):
+        outline = "outline: 2px solid #D55E00;" if i == selected else ""
+        cells = "".join(
+            f"<td title='{escape(tok)} → {escape(tokens[j])}: {w[i, j]:.2f}' "
+            f"style='{cell_style(w[i, j], 1.0)} text-align: center; padding: 2px 4px; min-width: 2.6em'>"
+            f"{w[i, j]:.2f}</td>"
+            for j in range(T)
+        )
+        body.append(f"<tr style='{outline}'><th style='text-align: right; padding: 2px 4px'>{escape(tok)}</th>{cells}</tr>")
+    table = (
+        "<table style='border-collapse: collapse; font-size: 0.85em; margin-top: 8px'>"
+        f"<tr><th></th>{header}</tr>{''.join(body)}</table>"
+        "<p style='font-size: 0.8em; color: #555'>Linhas: o token que consulta; colunas: para quem ele olha. "
+        "Cada linha soma 1.</p>"
+    )
+    return f"<div>{text_view}{table}</div>"
+
+
+def attention_explorer(weights, tokens, head_labels=None, head: int = 0, token: int | None = None):
+    """Explorador de atenção: escolha uma cabeça e um token e veja para onde ele olha (cap. 3).
+
+    Os controles redesenham um painel HTML (``attention_html``). Como o painel é HTML puro,
+    o estado inicial (``head``, ``token``) aparece também no site estático, sem *kernel*, e
+    passar o mouse sobre as palavras mostra os pesos.
+
+    Args:
+        weights: pesos de atenção ``(H, T, T)`` (ou ``(T, T)`` para uma cabeça), por exemplo
+            ``MultiHeadAttention.attention_weights(x)[0]``.
+        tokens: os ``T`` rótulos.
+        head_labels: um nome por cabeça (padrão: ``"cabeça 0"``...).
+        head: cabeça mostrada de início.
+        token: token mostrado de início (padrão: o último, que enxerga a frase toda).
+
+    Returns:
+        Um ``ipywidgets.VBox`` com os controles e o painel.
+
+    Raises:
+        ValueError: formatos incompatíveis ou índices iniciais fora do intervalo.
+    """
+    import ipywidgets as widgets
+
+    w, tokens = _attention_matrices(weights, tokens)
+    H, T = w.shape[0], len(tokens)
+    labels = list(head_labels) if head_labels is not None else [f"cabeça {h}" for h in range(H)]
+    if len(labels) != H:
+        raise ValueError(f"head_labels deve ter {H} nomes (um por cabeça); recebi {len(labels)}.")
+    token = T - 1 if token is None else token
+    if not isinstance(head, int) or not 0 <= head < H:
+        raise ValueError(f"head deve ser um índice em [0, {H}); recebi {head!r}.")
+    if not isinstance(token, int) or not 0 <= token < T:
+        raise ValueError(f"token deve ser um índice em [0, {T}); recebi {token!r}.")
+
+    head_picker = widgets.Dropdown(
+        options=[(str(label), h) for h, label in enumerate(labels)], value=head, description="Cabeça:"
+    )
+    token_picker = widgets.ToggleButtons(
+        options=[(tok, i) for i, tok in enumerate(tokens)], value=token, description="Token:",
+        style={"button_width": "auto"},
+    )
+    panel = widgets.HTML(value=attention_html(w[head], tokens, token))
+
+    def redraw(_change=None) -> None:
+        panel.value = attention_html(w[head_picker.value], tokens, token_picker.value)
+
+    head_picker.observe(redraw, names="value")
+    token_picker.observe(redraw, names="value")
+    return widgets.VBox([head_picker, token_picker, panel])
