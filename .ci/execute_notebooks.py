@@ -19,6 +19,8 @@ Para cada notebook:
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import re
 import sys
@@ -32,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SETUP_MARK = "companion.setup("
 VOLATILE_CELL_KEYS = ("execution", "ExecuteTime", "collapsed", "scrolled")
 GIT_URL = re.compile(r"git\+https://github\.com/[^\s\"'@]+")
+WIDGET_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
 
 def repository_url() -> str:
@@ -53,12 +57,68 @@ def check_setup_cell(nb: nbformat.NotebookNode, path: Path, repo_url: str) -> No
         tags.append("remove-input")
 
 
+def coalesce_streams(outputs: list) -> list:
+    """Junta saídas de texto consecutivas do mesmo fluxo (stdout/stderr).
+
+    Se um `print` chega ao kernel em um ou em dois pedaços depende do acaso do tempo;
+    juntá-los deixa o arquivo igual em toda execução (o nbval também os junta).
+    """
+    merged: list = []
+    for output in outputs:
+        previous = merged[-1] if merged else None
+        if (
+            output.get("output_type") == "stream"
+            and previous is not None
+            and previous.get("output_type") == "stream"
+            and previous.get("name") == output.get("name")
+        ):
+            previous["text"] = previous["text"] + output["text"]
+        else:
+            merged.append(output)
+    return merged
+
+
 def normalise(nb: nbformat.NotebookNode) -> None:
     nb.metadata["kernelspec"] = {"display_name": "Python 3", "language": "python", "name": "python3"}
     nb.metadata["language_info"] = {"name": "python"}
     for cell in nb.cells:
         for key in VOLATILE_CELL_KEYS:
             cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            cell.outputs = coalesce_streams(cell.outputs)
+
+
+def stable_widget_ids(text: str, path: Path, nb: nbformat.NotebookNode) -> str:
+    """Troca os ids aleatórios dos widgets por ids estáveis e ordena o estado guardado.
+
+    Cada execução cria widgets com UUIDs novos (e o estado sai em ordem arbitrária);
+    sem isto, o diff de um notebook com widgets mudaria a cada execução mesmo sem
+    nenhuma mudança de conteúdo. Os novos ids seguem a ordem em que os widgets são
+    alcançados: primeiro os exibidos nas células, em ordem, depois os que eles citam.
+    """
+    state = nb.metadata["widgets"][WIDGET_STATE]["state"]
+    order: list[str] = []
+
+    def visit(model_id: str) -> None:
+        if model_id in state and model_id not in order:
+            order.append(model_id)
+            refs = re.findall(r"IPY_MODEL_([0-9a-f]{32})", json.dumps(state[model_id], sort_keys=True))
+            for ref in refs:
+                visit(ref)
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            view = output.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+            if view:
+                visit(view["model_id"])
+    for model_id in sorted(state, key=lambda k: json.dumps(state[k], sort_keys=True)):
+        visit(model_id)  # widgets não exibidos: ordem pelo conteúdo, não pelo acaso
+    renames = {old: hashlib.md5(f"{path.name}:{i}".encode()).hexdigest() for i, old in enumerate(order)}
+    text = WIDGET_ID.sub(lambda m: renames.get(m.group(0), m.group(0)), text)
+    data = json.loads(text)
+    widget_state = data["metadata"]["widgets"][WIDGET_STATE]
+    widget_state["state"] = dict(sorted(widget_state["state"].items()))
+    return json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n"
 
 
 def execute(path: Path, repo_url: str, timeout: int) -> float:
@@ -77,6 +137,8 @@ def execute(path: Path, repo_url: str, timeout: int) -> float:
     normalise(nb)
     nbformat.validate(nb)
     text = nbformat.writes(nb, version=4)
+    if nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state"):
+        text = stable_widget_ids(text, path, nb)
     path.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
     return time.perf_counter() - start
 
