@@ -41,6 +41,19 @@ _EXPORTS: dict[str, str] = {
     "GPTConfig": "model",
     "GPTModel": "model",
     "generate": "generation",
+    # cap. 5 — pré-treinamento
+    "cross_entropy_by_hand": "train",
+    "perplexity": "train",
+    "calc_loss_batch": "train",
+    "calc_loss_loader": "train",
+    "TrainConfig": "train",
+    "save_checkpoint": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_gpt2_from_hf": "hf_gpt2",
+    # cap. 5 — do GPT-2 ao Llama (pesos pré-treinados de verdade)
+    "LlamaConfig": "llama",
+    "LlamaModel": "llama",
+    "load_smollm2": "pretrained",
 }
 
 __all__ = ["__version__", *_EXPORTS]

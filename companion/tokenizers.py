@@ -416,6 +416,10 @@ class BPETokenizer:
             parts[best_index : best_index + 2] = [parts[best_index] + parts[best_index + 1]]
         return [self._ranks[part] for part in parts]
 
+    def clear_cache(self) -> None:
+        """Esquece os pedaços já codificados (o atalho que evita refazer o BPE de palavras repetidas)."""
+        self._cache.clear()
+
     def _encode_piece(self, piece: str) -> list[int]:
         ids = self._cache.get(piece)
         if ids is None:

@@ -7,6 +7,7 @@ no notebook. Cada capítulo acrescenta aqui os seus controles.
 * cap. 2 — ``tokenizer_explorer``: digite uma frase e veja os tokens coloridos, com
   os IDs, de cada tokenizador.
 * cap. 3 — ``attention_explorer``: escolha uma cabeça e um token e veja para onde ele olha.
+* cap. 5 — ``decoding_explorer``: temperatura, top-k e top-p sobre o modelo treinado.
 """
 
 from __future__ import annotations
@@ -184,7 +185,8 @@ def attention_html(weights, tokens, selected: int) -> str:
             f"{w[i, j]:.2f}</td>"
             for j in range(T)
         )
-        body.append(f"<tr style='{outline}'><th style='text-align: right; padding: 2px 4px'>{escape(tok)}</th>{cells}</tr>")
+        label = f"<th style='text-align: right; padding: 2px 4px'>{escape(tok)}</th>"
+        body.append(f"<tr style='{outline}'>{label}{cells}</tr>")
     table = (
         "<table style='border-collapse: collapse; font-size: 0.85em; margin-top: 8px'>"
         f"<tr><th></th>{header}</tr>{''.join(body)}</table>"
@@ -243,3 +245,125 @@ def attention_explorer(weights, tokens, head_labels=None, head: int = 0, token: 
     head_picker.observe(redraw, names="value")
     token_picker.observe(redraw, names="value")
     return widgets.VBox([head_picker, token_picker, panel])
+
+
+# --------------------------------------------------------------------------- cap. 5 — decodificação
+def decoding_html(
+    model,
+    tokenizer,
+    prompt: str,
+    temperature: float = 0.8,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    max_new_tokens: int = 30,
+    n_samples: int = 3,
+    seed: int = 0,
+) -> str:
+    """HTML com ``n_samples`` continuações de ``prompt`` sob os mesmos parâmetros de decodificação (cap. 5).
+
+    Cada amostra usa um ``torch.Generator`` com semente ``seed + i``: o resultado é sempre
+    o mesmo para os mesmos controles, e as amostras mostram quanto a escolha varia (com
+    temperatura 0, as três são iguais). Embaixo, quantos tokens diferentes apareceram.
+
+    Args:
+        model: um ``GPTModel`` treinado.
+        tokenizer: com ``encode``/``decode`` (um ``tiktoken.Encoding``, por exemplo).
+        prompt: o começo do texto (não vazio).
+        temperature, top_k, top_p: como em ``companion.generation.generate``.
+        max_new_tokens: tokens gerados por amostra.
+        n_samples: quantas continuações mostrar (>= 1).
+        seed: semente da primeira amostra.
+
+    Returns:
+        Um trecho de HTML (``str``).
+
+    Raises:
+        ValueError: ``prompt`` vazio, ``n_samples`` < 1 ou parâmetros de decodificação inválidos.
+    """
+    import torch
+
+    from companion.generation import generate
+
+    if not isinstance(prompt, str) or not prompt:
+        raise ValueError("prompt deve ser um texto não vazio: o modelo precisa de um começo para continuar.")
+    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
+        raise ValueError(f"n_samples deve ser um inteiro >= 1; recebi {n_samples!r}.")
+    idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)  # (1, T)
+    rows, distinct = [], set()
+    for i in range(n_samples):
+        generator = torch.Generator().manual_seed(seed + i)
+        out = generate(model, idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+                       generator=generator)
+        new_ids = out[0, idx.shape[1]:].tolist()
+        distinct.update(new_ids)
+        continuation = html.escape(tokenizer.decode(new_ids)).replace("\n", "↵ ")
+        rows.append(
+            f'<div style="margin:4px 0;font-family:monospace;white-space:pre-wrap">'
+            f'<span style="color:#777">{i + 1}.</span> <span style="color:#555">{html.escape(prompt)}</span>'
+            f'<span style="background:#CFE8FC">{continuation}</span></div>'
+        )
+    settings = (
+        f"temperatura {temperature:g} · top-k {'desligado' if top_k is None else top_k} · "
+        f"top-p {'desligado' if top_p is None else f'{top_p:g}'}"
+    )
+    return (
+        f'<div><p style="margin:2px 0"><b>{settings}</b></p>{"".join(rows)}'
+        f'<p style="font-size:0.85em;color:#555">{len(distinct)} tokens diferentes em {n_samples} amostras de '
+        f"{max_new_tokens} tokens (em azul, o texto gerado).</p></div>"
+    )
+
+
+def decoding_explorer(
+    model,
+    tokenizer,
+    prompt: str,
+    temperature: float = 0.8,
+    top_k: int | None = 40,
+    top_p: float | None = 0.9,
+    max_new_tokens: int = 30,
+    n_samples: int = 3,
+):
+    """Controles de decodificação: temperatura, top-k e top-p sobre um modelo treinado (cap. 5).
+
+    Mexer num controle gera de novo as ``n_samples`` continuações (``decoding_html``). No
+    site, sem *kernel*, aparece o estado inicial, que já compara três amostras.
+    ``top_k = 0`` e ``top_p = 1`` desligam o respectivo filtro.
+
+    Args:
+        model: um ``GPTModel`` treinado.
+        tokenizer: o tokenizador do treino.
+        prompt: o começo do texto.
+        temperature, top_k, top_p: valores iniciais dos controles.
+        max_new_tokens: tokens por amostra.
+        n_samples: quantas amostras.
+
+    Returns:
+        Um ``ipywidgets.VBox`` com os três controles e o painel.
+    """
+    import ipywidgets as widgets
+
+    temperature_slider = widgets.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1, description="temperatura")
+    top_k_slider = widgets.IntSlider(value=top_k or 0, min=0, max=200, step=1, description="top-k (0 = não)")
+    top_p_slider = widgets.FloatSlider(value=1.0 if top_p is None else top_p, min=0.05, max=1.0, step=0.05,
+                                       description="top-p")
+    style = {"description_width": "110px"}
+    for slider in (temperature_slider, top_k_slider, top_p_slider):
+        slider.style = style
+        slider.continuous_update = False
+
+    def render() -> str:
+        return decoding_html(
+            model, tokenizer, prompt, temperature=temperature_slider.value,
+            top_k=top_k_slider.value or None,
+            top_p=None if top_p_slider.value >= 1.0 else top_p_slider.value,
+            max_new_tokens=max_new_tokens, n_samples=n_samples,
+        )
+
+    panel = widgets.HTML(value=render())
+
+    def redraw(_change=None) -> None:
+        panel.value = render()
+
+    for slider in (temperature_slider, top_k_slider, top_p_slider):
+        slider.observe(redraw, names="value")
+    return widgets.VBox([temperature_slider, top_k_slider, top_p_slider, panel])
