@@ -112,10 +112,10 @@ def test_page_renders_offline(doc, site_url, browser):
     page, outside = _open(browser, f"{site_url}/{doc}.html")
     try:
         if 'class="math' in source:
-            page.wait_for_selector("mjx-container", timeout=60_000)
+            page.wait_for_selector("mjx-container", state="attached", timeout=60_000)
             assert page.locator(".math mjx-container, mjx-container").count() > 0
         if "application/vnd.jupyter.widget-state+json" in source:
-            page.wait_for_selector(".jupyter-widgets", timeout=60_000)
+            page.wait_for_selector(".jupyter-widgets", state="attached", timeout=60_000)
             assert page.locator(".jupyter-widgets").count() > 0
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{doc.replace('/', '__')}.png"), full_page=False)
@@ -140,7 +140,7 @@ def test_colab_link_points_to_the_notebook(doc):
 def test_search_finds_pages(site_url, browser):
     page, outside = _open(browser, f"{site_url}/search.html?q=token")
     try:
-        page.wait_for_selector("#search-results li, .search li", timeout=60_000)
+        page.wait_for_selector("#search-results li, .search li", state="attached", timeout=60_000)
         assert page.locator("#search-results li, .search li").count() > 0
     finally:
         page.close()
