@@ -9,7 +9,7 @@ tentaria compilar o ``llama-cpp-python``, de que não precisamos).
 Este módulo faz o caminho todo, só com o pacote ``gguf`` e o ``tiktoken``:
 
 1. ``smollm2_gguf_path`` acha o arquivo (sem importar o pacote, que exigiria as
-   dependências que não instalamos);
+   dependências que não instalamos) e ``open_gguf`` o abre;
 2. ``read_llama_config`` lê a configuração dos metadados do GGUF;
 3. ``unpermute_qk`` desfaz a permutação que o conversor do llama.cpp aplica às
    matrizes de consulta e de chave (ele as reordena para a RoPE "intercalada" dele;
@@ -40,6 +40,7 @@ __all__ = [
     "SMOLLM2_PATTERN",
     "SMOLLM2_SYSTEM_PROMPT",
     "smollm2_gguf_path",
+    "open_gguf",
     "read_llama_config",
     "unpermute_qk",
     "smollm2_tokenizer",
@@ -102,14 +103,48 @@ def smollm2_gguf_path() -> Path:
     )
 
 
-def _open_reader(path: str | Path | None) -> Any:
+def _fast_reader_class() -> type:
+    """Um ``gguf.GGUFReader`` que lê os metadados ~3x mais rápido.
+
+    O leitor original mapeia o arquivo como ``np.memmap`` e fatia esse objeto uma vez
+    para cada um dos ~100 mil textos do vocabulário e das fusões; cada fatia de um
+    ``np.memmap`` paga uma finalização cara. Aqui os bytes mapeados são vistos como um
+    ``ndarray`` comum (a mesma memória, sem cópia), e as fatias ficam baratas.
+    """
     import gguf
 
+    class FastGGUFReader(gguf.GGUFReader):
+        @property
+        def data(self) -> np.ndarray:
+            return self._bytes
+
+        @data.setter
+        def data(self, value: np.ndarray) -> None:
+            self._bytes = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+
+    return FastGGUFReader
+
+
+def open_gguf(path: str | Path | None = None) -> Any:
+    """Abre um arquivo GGUF para ler metadados e tensores (sem carregar tudo na memória).
+
+    Args:
+        path: o arquivo; ``None`` usa o do SmolLM2 (``smollm2_gguf_path()``).
+
+    Returns:
+        Um ``gguf.GGUFReader`` (na versão rápida de ``_fast_reader_class``): ``.fields``
+        tem os metadados (``.contents()`` devolve o valor) e ``.tensors`` os tensores,
+        ainda quantizados, mapeados do disco.
+
+    Raises:
+        FileNotFoundError: o arquivo não existe.
+        ValueError: o arquivo não é um GGUF válido.
+    """
     path = smollm2_gguf_path() if path is None else Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"arquivo GGUF não encontrado: {path}")
     try:
-        return gguf.GGUFReader(path)
+        return _fast_reader_class()(path)
     except Exception as error:  # o leitor do gguf dá erros pouco claros para arquivos ruins
         raise ValueError(f"não consegui ler {path} como GGUF ({type(error).__name__}: {error}).") from error
 
@@ -203,7 +238,11 @@ def unpermute_qk(weight: np.ndarray, n_heads: int) -> np.ndarray:
 
 def _gguf_to_companion_name(name: str) -> str | None:
     """Nome de tensor do GGUF -> nome do parâmetro no ``LlamaModel`` (``None`` = desconhecido)."""
-    fixed = {"token_embd.weight": "tok_emb.weight", "output_norm.weight": "final_norm.weight", "output.weight": "out_head.weight"}
+    fixed = {
+        "token_embd.weight": "tok_emb.weight",
+        "output_norm.weight": "final_norm.weight",
+        "output.weight": "out_head.weight",
+    }
     if name in fixed:
         return fixed[name]
     match = re.fullmatch(r"blk\.(\d+)\.(\w+)\.weight", name)
@@ -300,7 +339,7 @@ def smollm2_tokenizer(reader: Any = None) -> tiktoken.Encoding:
     Raises:
         ValueError: tokens do GGUF fora do formato esperado.
     """
-    reader = _open_reader(None) if reader is None else reader
+    reader = open_gguf(None) if reader is None else reader
     model = _field(reader, "tokenizer.ggml.model")
     if model != "gpt2":
         raise ValueError(f"esperava um tokenizador BPE em bytes ('gpt2') no GGUF; este é {model!r}.")
@@ -359,7 +398,7 @@ def load_smollm2(
     allowed = (torch.float32, torch.bfloat16, torch.float16)
     if dtype not in allowed:
         raise TypeError(f"dtype deve ser torch.float32, torch.bfloat16 ou torch.float16; recebi {dtype!r}.")
-    reader = _open_reader(path)
+    reader = open_gguf(path)
     cfg = read_llama_config(reader)
     expected = LlamaConfig.preset("smollm2-135m")
     if cfg != expected:

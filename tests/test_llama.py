@@ -253,7 +253,11 @@ def test_gqa_with_cache_matches_full_sequence():
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [((24, 5, 5), "emb_dim .* divisível por n_heads"), ((24, 6, 4), "n_heads .* divisível por n_kv_heads"), ((24, 0, 1), "n_heads deve ser um inteiro >= 1")],
+    [
+        ((24, 5, 5), "emb_dim .* divisível por n_heads"),
+        ((24, 6, 4), "n_heads .* divisível por n_kv_heads"),
+        ((24, 0, 1), "n_heads deve ser um inteiro >= 1"),
+    ],
 )
 def test_gqa_errors(args, message):
     with pytest.raises(ValueError, match=message):
