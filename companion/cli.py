@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Módulos que registram comandos, na ordem em que aparecem na ajuda.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["train", "generate_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -303,3 +303,81 @@ def plot_attention_heads(weights, tokens, titles=None, ncols: int = 4, annotate:
                             color="white" if w[h, i, j] > 0.6 else "#222222")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- cap. 5 — pré-treinamento
+def plot_losses(history, ax=None, title: str | None = "Perda durante o treino", show_steps: bool = True):
+    """Curvas de perda de treino e de validação de um histórico de ``companion.train.train`` (cap. 5).
+
+    Os pontos são as avaliações (janelas fixas de treino e de validação, com o modelo em
+    modo ``eval``); a linha fina e clara, a perda de cada passo (ruidosa, porque cada
+    lote é diferente). O eixo de cima mostra quantos tokens o modelo já tinha visto.
+
+    Args:
+        history: o dicionário devolvido por ``train`` (``step``, ``train_loss``, ``val_loss``,
+            ``tokens_seen`` e, opcionalmente, ``step_loss``).
+        ax: eixos do matplotlib (padrão: uma figura nova).
+        title: título do gráfico.
+        show_steps: desenha também a perda de cada passo.
+
+    Returns:
+        Os eixos desenhados.
+
+    Raises:
+        ValueError: se faltar alguma chave ou o histórico estiver vazio.
+    """
+    import matplotlib.pyplot as plt
+
+    for key in ("step", "train_loss", "val_loss"):
+        if key not in history:
+            raise ValueError(f"history não tem a chave {key!r}: passe o dicionário devolvido por train().")
+    if not history["step"]:
+        raise ValueError("history está vazio: treine ao menos uma avaliação antes de desenhar.")
+    if ax is None:
+        _, ax = plt.subplots()
+    steps = history["step"]
+    if show_steps and history.get("step_loss"):
+        ax.plot(range(1, len(history["step_loss"]) + 1), history["step_loss"], color=PALETTE[5], alpha=0.35,
+                linewidth=0.8, label="perda de cada passo (treino)")
+    ax.plot(steps, history["train_loss"], "o-", color=PALETTE[0], markersize=3.5, label="treino")
+    ax.plot(steps, history["val_loss"], "s-", color=PALETTE[3], markersize=3.5, label="validação")
+    ax.set_xlabel("passo")
+    ax.set_ylabel("perda (entropia cruzada)")
+    if title:
+        ax.set_title(title)
+    tokens = history.get("tokens_seen")
+    if tokens and steps[-1] > 0 and tokens[-1] > 0:
+        per_step = tokens[-1] / steps[-1]
+        top = ax.secondary_xaxis("top", functions=(lambda s: s * per_step / 1000, lambda t: t * 1000 / per_step))
+        top.set_xlabel("mil tokens vistos")
+    ax.legend()
+    return ax
+
+
+def plot_lr_schedule(cfg, ax=None, title: str | None = "Taxa de aprendizado: aquecimento + cosseno"):
+    """A taxa de aprendizado de cada passo de um ``TrainConfig`` (cap. 5).
+
+    Args:
+        cfg: um ``companion.train.TrainConfig``.
+        ax: eixos do matplotlib (padrão: uma figura nova).
+        title: título do gráfico.
+
+    Returns:
+        Os eixos desenhados.
+    """
+    import matplotlib.pyplot as plt
+
+    from companion.train import lr_at
+
+    if ax is None:
+        _, ax = plt.subplots()
+    steps = list(range(max(cfg.steps, cfg.decay_steps)))
+    ax.plot(steps, [lr_at(s, cfg) for s in steps], color=PALETTE[0])
+    ax.axvspan(0, cfg.warmup_steps, color=PALETTE[1], alpha=0.15, label="aquecimento")
+    ax.axhline(cfg.min_lr, color=PALETTE[7], linewidth=0.8, linestyle=":", label="min_lr")
+    ax.set_xlabel("passo")
+    ax.set_ylabel("taxa de aprendizado")
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    return ax
