@@ -54,6 +54,23 @@ _EXPORTS: dict[str, str] = {
     "LlamaConfig": "llama",
     "LlamaModel": "llama",
     "load_smollm2": "pretrained",
+    # cap. 6 — ajuste fino para classificação
+    "SpamClassifier": "classifier",
+    "ClassifierConfig": "classifier",
+    "load_messages": "classifier",
+    "load_classifier": "classifier",
+    # cap. 6 — instruções com LoRA e alinhamento com DPO
+    "LoRAConfig": "lora",
+    "LoRALinear": "lora",
+    "apply_lora": "lora",
+    "merge_lora": "lora",
+    "load_lora_adapter": "lora",
+    "format_prompt": "instruct",
+    "collate_instructions": "instruct",
+    "load_instructions": "instruct",
+    "dpo_loss": "dpo",
+    "load_preferences": "dpo",
+    "load_tuned_smollm2": "dpo",
 }
 
 __all__ = ["__version__", *_EXPORTS]

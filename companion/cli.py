@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Módulos que registram comandos, na ordem em que aparecem na ajuda.
-COMMAND_MODULES: list[str] = ["train", "generate_cli"]
+COMMAND_MODULES: list[str] = ["train", "generate_cli", "bench", "classifier", "finetune_cli", "chat_cli"]
 
 
 def build_parser() -> argparse.ArgumentParser:

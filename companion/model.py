@@ -5,7 +5,9 @@ O capítulo 4 monta o GPT de baixo para cima, e cada passo é uma peça deste ar
 1. ``GPTConfig`` — os hiperparâmetros, validados, com *presets* (GPT-2 e os do curso);
 2. ``DummyGPTModel`` — o esqueleto, com blocos e normalização que não fazem nada, para
    ver os formatos antes das contas;
-3. ``LayerNorm`` e ``GELU`` — escritos à mão (e conferidos com os do PyTorch nos testes);
+3. ``LayerNorm`` e ``GELU`` — escritos à mão (``fused=False``), com um caminho rápido
+   (``fused=True``, o padrão) que chama o *kernel* do PyTorch; os testes conferem que
+   os dois caminhos e os módulos do PyTorch dão o mesmo resultado;
 4. ``FeedForward`` — a rede de duas camadas aplicada a cada posição;
 5. ``TransformerBlock`` — atenção + *feed-forward*, cada um com normalização antes e
    conexão residual em volta (*pre-LN*, como no GPT-2);
@@ -37,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from companion.attention import KVCache, MultiHeadAttention
@@ -203,7 +206,7 @@ class DummyGPTModel(nn.Module):
 
 # ----------------------------------------------------------------------------- as peças
 class LayerNorm(nn.Module):
-    """Normalização de camada escrita à mão (Ba et al., 2016; cap. 4).
+    """Normalização de camada (Ba et al., 2016; cap. 4), com as contas escritas à mão.
 
     Para cada vetor ``x`` (a última dimensão), subtrai a média, divide pelo desvio
     padrão (variância *enviesada*, dividindo por ``n`` como o GPT-2) e aplica uma escala
@@ -211,27 +214,39 @@ class LayerNorm(nn.Module):
 
         y = (x - média) / sqrt(variância + eps) * weight + bias
 
-    Mesmos nomes e resultados de ``torch.nn.LayerNorm`` (os testes conferem).
+    Dois caminhos dão o mesmo resultado (os testes conferem), como na atenção do cap. 3:
+
+    - ``fused=False`` (legível): a fórmula acima, operação por operação;
+    - ``fused=True`` (rápido, o padrão): ``torch.nn.functional.layer_norm``, que faz as
+      mesmas contas num só *kernel* — sem guardar cada resultado intermediário na
+      memória, o que pesa no treino (sete operações viram uma, para frente e para trás).
+
+    Mesmos nomes de parâmetros de ``torch.nn.LayerNorm`` (``weight``, ``bias``).
 
     Args:
         emb_dim: tamanho da última dimensão.
         eps: somado à variância para nunca dividir por zero (1e-5, como no GPT-2).
+        fused: usa o *kernel* do PyTorch (``True``) ou a fórmula escrita à mão (``False``).
     """
 
-    def __init__(self, emb_dim: int, eps: float = 1e-5) -> None:
+    def __init__(self, emb_dim: int, eps: float = 1e-5, fused: bool = True) -> None:
         super().__init__()
         self.eps = eps
+        self.fused = fused
         self.weight = nn.Parameter(torch.ones(emb_dim))
         self.bias = nn.Parameter(torch.zeros(emb_dim))
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``(..., emb_dim)`` -> mesmo formato, cada vetor com média 0 e variância 1 (antes da escala)."""
-        var, mean = torch.var_mean(x, dim=-1, keepdim=True, correction=0)  # (..., 1) cada
-        x_hat = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.fused:
+            return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
+        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
+        var = ((x - mean) ** 2).mean(dim=-1, keepdim=True)  # (..., 1), dividindo por n
+        x_hat = (x - mean) / torch.sqrt(var + self.eps)
         return x_hat * self.weight + self.bias
 
     def extra_repr(self) -> str:
-        return f"{self.weight.shape[0]}, eps={self.eps}"
+        return f"{self.weight.shape[0]}, eps={self.eps}, fused={self.fused}"
 
 
 class GELU(nn.Module):
@@ -242,13 +257,28 @@ class GELU(nn.Module):
 
         GELU(x) ≈ 0.5 * x * (1 + tanh( sqrt(2/π) * (x + 0.044715 * x³) ))
 
-    Igual a ``torch.nn.functional.gelu(x, approximate="tanh")`` (os testes conferem).
+    Dois caminhos com o mesmo resultado (os testes conferem): ``fused=False`` escreve a
+    fórmula acima; ``fused=True`` (o padrão) chama
+    ``torch.nn.functional.gelu(x, approximate="tanh")``, um único *kernel* — no treino,
+    a GELU age sobre o maior tensor do bloco (``4 * emb_dim`` por posição), e cada
+    operação separada o leria e escreveria inteiro na memória.
+
+    Args:
+        fused: usa o *kernel* do PyTorch (``True``) ou a fórmula escrita à mão (``False``).
     """
+
+    def __init__(self, fused: bool = True) -> None:
+        super().__init__()
+        self.fused = fused
 
     def forward(self, x: Tensor) -> Tensor:
         """Aplica a GELU elemento a elemento; o formato não muda."""
-        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
-        return 0.5 * x * (1.0 + torch.tanh(inner))
+        if self.fused:
+            return F.gelu(x, approximate="tanh")
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+
+    def extra_repr(self) -> str:
+        return f"fused={self.fused}"
 
 
 class FeedForward(nn.Module):
@@ -431,6 +461,41 @@ class GPTModel(nn.Module):
         ]
 
     # ------------------------------------------------------------------ forward
+    def hidden_states(
+        self,
+        idx: Tensor,
+        kv_caches: list[KVCache] | None = None,
+        *,
+        last_only: bool = False,
+    ) -> Tensor:
+        """Tudo menos a cabeça de saída: os vetores finais ``(B, T, C)``, já normalizados.
+
+        ``forward`` aplica ``out_head`` a eles; servem também a quem quer os vetores
+        e não os *logits* (uma cabeça de classificação, no cap. 6). Argumentos como em
+        ``forward``.
+
+        Returns:
+            ``(B, T, C)`` — ou ``(B, 1, C)`` com ``last_only=True``.
+        """
+        start = 0
+        if kv_caches is not None:
+            if len(kv_caches) != self.cfg.n_layers:
+                raise ValueError(
+                    f"kv_caches deve ter um cache por bloco ({self.cfg.n_layers}); recebi {len(kv_caches)}."
+                )
+            start = kv_caches[0].length
+        self.check_input(idx, start)
+        T = idx.shape[1]
+
+        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C) + (T, C) -> (B, T, C)
+        x = self.drop_emb(x)
+        for i, block in enumerate(self.trf_blocks):
+            x = block(x, None if kv_caches is None else kv_caches[i])  # (B, T, C)
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C)
+        return self.final_norm(x)
+
     def forward(
         self,
         idx: Tensor,
@@ -455,25 +520,7 @@ class GPTModel(nn.Module):
             TypeError / ValueError: entrada inválida (veja ``check_input``) ou número de
                 caches diferente de ``n_layers``.
         """
-        start = 0
-        if kv_caches is not None:
-            if len(kv_caches) != self.cfg.n_layers:
-                raise ValueError(
-                    f"kv_caches deve ter um cache por bloco ({self.cfg.n_layers}); recebi {len(kv_caches)}."
-                )
-            start = kv_caches[0].length
-        self.check_input(idx, start)
-        T = idx.shape[1]
-
-        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
-        x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C) + (T, C) -> (B, T, C)
-        x = self.drop_emb(x)
-        for i, block in enumerate(self.trf_blocks):
-            x = block(x, None if kv_caches is None else kv_caches[i])  # (B, T, C)
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        x = self.final_norm(x)
-        return self.out_head(x)  # (B, T, V) ou (B, 1, V)
+        return self.out_head(self.hidden_states(idx, kv_caches, last_only=last_only))  # (B, T, V)
 
 
 # ----------------------------------------------------------------------------- contabilidade

@@ -367,3 +367,74 @@ def decoding_explorer(
     for slider in (temperature_slider, top_k_slider, top_p_slider):
         slider.observe(redraw, names="value")
     return widgets.VBox([temperature_slider, top_k_slider, top_p_slider, panel])
+
+
+# --------------------------------------------------------------------------- cap. 6 — classificador de golpes
+EXAMPLE_MESSAGE = "Seu CPF foi sorteado! Para liberar o prêmio de R$ 5.000, pague a taxa de R$ 49,90 no Pix: premio-cpf.online"
+
+
+def classifier_html(model, tokenizer, text: str, max_length: int = 128) -> str:
+    """HTML com a decisão do classificador para uma mensagem: o rótulo e a probabilidade de cada classe (cap. 6).
+
+    Args:
+        model: um ``companion.classifier.SpamClassifier`` treinado.
+        tokenizer: o tokenizador do modelo base.
+        text: a mensagem.
+        max_length: tokens lidos da mensagem.
+
+    Returns:
+        Um trecho de HTML (``str``); para um texto vazio, um aviso em vez da decisão.
+    """
+    from companion.classifier import LABELS, classify_texts
+
+    if not isinstance(text, str):
+        raise TypeError(f"text deve ser um texto (str); recebi {type(text).__name__}.")
+    if not text.strip():
+        return '<p style="color:#777">Digite uma mensagem para classificar.</p>'
+    labels, probs = classify_texts(model, tokenizer, [text], max_length=max_length)
+    colors = {"spam": "#D55E00", "normal": "#009E73"}
+    bars = []
+    for k, name in enumerate(LABELS):
+        p = float(probs[0, k])
+        bars.append(
+            f'<div style="margin:2px 0"><span style="display:inline-block;width:4.5em">{name}</span>'
+            f'<span style="display:inline-block;width:{p * 240:.0f}px;height:0.9em;background:{colors.get(name, "#0072B2")};'
+            f'vertical-align:middle"></span> {p:.1%}</div>'
+        )
+    label = labels[0]
+    verdict = "parece golpe/spam" if label == "spam" else "parece uma mensagem normal"
+    return (
+        f'<div><p style="margin:4px 0">«{html.escape(text)}»</p>'
+        f'<p style="margin:4px 0"><b style="color:{colors.get(label, "#222")}">{label}</b> — {verdict}</p>'
+        f'{"".join(bars)}</div>'
+    )
+
+
+def classifier_explorer(model, tokenizer, text: str = EXAMPLE_MESSAGE, max_length: int = 128):
+    """Classificador interativo: digite uma mensagem e veja se o modelo a acha golpe (cap. 6).
+
+    A decisão é recalculada quando você termina de digitar (Enter ou clique fora da caixa).
+    No site, sem *kernel*, aparece a decisão para a mensagem inicial.
+
+    Args:
+        model: um ``SpamClassifier`` treinado (``companion.classifier.load_classifier``).
+        tokenizer: o tokenizador do modelo base.
+        text: a mensagem inicial.
+        max_length: tokens lidos da mensagem.
+
+    Returns:
+        Um ``ipywidgets.VBox`` com a caixa de texto e o painel.
+    """
+    import ipywidgets as widgets
+
+    box = widgets.Textarea(
+        value=text, description="Mensagem:", continuous_update=False,
+        layout=widgets.Layout(width="100%", height="4.5em"),
+    )
+    panel = widgets.HTML(value=classifier_html(model, tokenizer, text, max_length))
+
+    def update(change: dict) -> None:
+        panel.value = classifier_html(model, tokenizer, change["new"], max_length)
+
+    box.observe(update, names="value")
+    return widgets.VBox([box, panel])

@@ -1,0 +1,122 @@
+"""O comando ``python -m companion chat``: conversar no terminal com o SmolLM2 (cap. 6).
+
+Sem ``--adapter``, conversamos com o SmolLM2-135M-Instruct original, no formato de
+conversa com que ele foi ajustado (ChatML, ``companion.pretrained.chat_reply``), e o
+histórico da conversa vai junto a cada pergunta. Com ``--adapter PASTA`` (uma ou mais
+vezes, na ordem em que foram treinados: instruções, depois DPO), os adaptadores LoRA
+são somados aos pesos e cada linha vira uma instrução no molde Alpaca de
+``companion.instruct`` — o formato em que esses adaptadores foram treinados (uma
+pergunta por vez, sem histórico).
+
+Lê uma linha por vez da entrada padrão até o fim (EOF) ou até ``sair``; por isso
+também funciona com texto redirecionado::
+
+    printf 'Qual é a capital da Bahia?\\nsair\\n' | python -m companion chat --adapter book/06-ajuste-fino/artefatos/instrucoes-lora
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any, TextIO
+
+__all__ = ["EXIT_WORDS", "chat_loop", "add_command"]
+
+EXIT_WORDS = ("sair", "exit", "quit")
+
+
+def chat_loop(
+    reply: Any,
+    stdin: TextIO,
+    stdout: TextIO,
+    interactive: bool = False,
+) -> int:
+    """Lê perguntas de ``stdin`` e escreve as respostas de ``reply(pergunta)`` em ``stdout``.
+
+    Linhas vazias são puladas; ``sair`` (ou ``exit``/``quit``) encerra.
+
+    Args:
+        reply: função ``texto -> resposta``.
+        stdin, stdout: os fluxos de entrada e saída.
+        interactive: mostra o convite ``você>`` antes de cada linha.
+
+    Returns:
+        Quantas perguntas foram respondidas.
+    """
+    answered = 0
+    while True:
+        if interactive:
+            stdout.write("você> ")
+            stdout.flush()
+        line = stdin.readline()
+        if not line:  # fim da entrada
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text.lower() in EXIT_WORDS:
+            break
+        stdout.write(f"modelo> {reply(text)}\n")
+        stdout.flush()
+        answered += 1
+    return answered
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    import torch
+
+    from companion.dpo import load_tuned_smollm2
+    from companion.instruct import generate_response
+    from companion.pretrained import chat_reply
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens deve ser >= 1; recebi {args.max_new_tokens}.")
+    if args.threads < 1:
+        raise ValueError(f"--threads deve ser >= 1; recebi {args.threads}.")
+    torch.set_num_threads(args.threads)
+    adapters = args.adapter or []
+    fmt = args.format or ("alpaca" if adapters else "chatml")
+    model, tokenizer = load_tuned_smollm2(adapters)
+    history: list[dict[str, str]] = []
+
+    def reply(text: str) -> str:
+        if fmt == "alpaca":
+            return generate_response(model, tokenizer, text, args.max_new_tokens)
+        history.append({"role": "user", "content": text})
+        answer = chat_reply(model, tokenizer, history, args.max_new_tokens)
+        history.append({"role": "assistant", "content": answer})
+        return answer
+
+    which = " + ".join(adapters) if adapters else "SmolLM2-135M-Instruct original"
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"Conversando com: {which} (formato {fmt}). Digite 'sair' para encerrar.")
+    chat_loop(reply, sys.stdin, sys.stdout, interactive=interactive)
+    return 0
+
+
+def _handle_chat(args: argparse.Namespace) -> int:
+    try:
+        return _run_chat(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"erro: {error}", file=sys.stderr)
+        return 1
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registra ``python -m companion chat`` (veja ``companion.cli``)."""
+    parser = subparsers.add_parser(
+        "chat",
+        help="conversa no terminal com o SmolLM2, original ou ajustado (cap. 6)",
+        description=(
+            "Conversa com o SmolLM2-135M-Instruct: uma pergunta por linha, até o fim da entrada ou 'sair'. "
+            "Com --adapter, usa os adaptadores LoRA do cap. 6 (na ordem do treino) e o molde Alpaca."
+        ),
+    )
+    parser.add_argument("--adapter", action="append", default=None, metavar="PASTA",
+                        help="adaptador LoRA a somar (repita na ordem do treino: instruções, depois DPO)")
+    parser.add_argument("--format", choices=["alpaca", "chatml"], default=None,
+                        help="formato do prompt (padrão: alpaca com --adapter, chatml sem)")
+    parser.add_argument("--max-new-tokens", type=int, default=80, help="tamanho máximo de cada resposta (padrão 80)")
+    parser.add_argument("--threads", type=int, default=1, help="threads do PyTorch (padrão 1)")
+    parser.set_defaults(handler=_handle_chat)

@@ -1,0 +1,570 @@
+"""Alinhamento por preferências com DPO, do zero (cap. 6).
+
+O RLHF clássico (Ouyang et al., 2022) treina um modelo de recompensa com pares
+"resposta preferida x rejeitada" e depois otimiza o modelo de linguagem contra ele com
+PPO, preso a um modelo de referência por uma penalidade KL. A DPO (*Direct Preference
+Optimization*, Rafailov et al., 2023) mostra que a política ótima desse problema tem
+forma fechada e que a recompensa fica *implícita* no próprio modelo::
+
+    r(x, y) = beta · [log pi(y | x) - log pi_ref(y | x)]
+
+Com isso, o RLHF vira uma classificação binária sobre os pares: aumentar a margem entre
+a recompensa implícita da resposta escolhida ``y_w`` e a da rejeitada ``y_l``::
+
+    perda = -log sigmoid( r(x, y_w) - r(x, y_l) )
+
+Sem modelo de recompensa separado, sem amostrar respostas durante o treino, sem PPO.
+
+Este arquivo, na ordem do capítulo:
+
+1. ``sequence_logprobs`` — ``log pi(y | x)``: a soma das log-probabilidades dos tokens
+   da resposta (os alvos que não são ``-100``);
+2. ``dpo_loss`` — a perda, as recompensas implícitas, a margem e a acurácia;
+3. ``load_preferences`` / ``encode_preferences`` / ``collate_preferences`` — os pares do
+   curso (``companion/assets/finetune/preferencias.jsonl``) como lotes: as escolhidas
+   em cima, as rejeitadas embaixo;
+4. ``reference_logprobs`` — as log-probabilidades da referência, calculadas uma vez só
+   (a referência está congelada);
+5. ``evaluate_dpo`` e ``train_dpo`` (o laço de ``companion.instruct`` com a perda DPO);
+6. ``load_tuned_smollm2`` — o SmolLM2 com os adaptadores empilhados (instruções, DPO);
+7. a tarefa ``python -m companion finetune dpo``, que parte do modelo ajustado a
+   instruções (o adaptador é somado aos pesos e vira a referência) e grava só o
+   adaptador novo, pequeno, e um ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from companion.instruct import (
+    EOS_TOKEN,
+    IGNORE_INDEX,
+    SPLITS,
+    collate_instructions,
+    command_line,
+    format_prompt,
+    generate_response,
+    load_jsonl_split,
+)
+
+__all__ = [
+    "PREFERENCES_ASSET",
+    "PreferencePair",
+    "sequence_logprobs",
+    "dpo_loss",
+    "load_preferences",
+    "encode_preferences",
+    "collate_preferences",
+    "reference_logprobs",
+    "evaluate_dpo",
+    "pair_margins",
+    "train_dpo",
+    "load_tuned_smollm2",
+    "FINETUNE_HELP",
+    "add_finetune_arguments",
+    "run_finetune",
+]
+
+PREFERENCES_ASSET = "finetune/preferencias.jsonl"
+
+
+# ----------------------------------------------------------------------------- log-probabilidades
+def sequence_logprobs(logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """``log pi(y | x)`` de cada sequência: a soma das log-probabilidades dos alvos válidos.
+
+    Args:
+        logits: ``(B, T, V)``.
+        targets: ``(B, T)``, com ``ignore_index`` nas posições que não contam (o
+            *prompt* e o preenchimento, com ``collate_instructions(mask_prompt=True)``).
+        ignore_index: o valor dos alvos ignorados.
+
+    Returns:
+        ``(B,)`` em ``float32``.
+
+    Raises:
+        ValueError: formatos incompatíveis.
+    """
+    if logits.dim() != 3 or tuple(logits.shape[:2]) != tuple(targets.shape):
+        raise ValueError(
+            f"logits deve ser (B, T, V) e targets (B, T); recebi {tuple(logits.shape)} e {tuple(targets.shape)}."
+        )
+    keep = targets != ignore_index  # (B, T)
+    safe = targets.masked_fill(~keep, 0)  # qualquer ID válido; a posição é zerada abaixo
+    log_probs = torch.log_softmax(logits.float(), dim=-1)  # (B, T, V)
+    token_lp = log_probs.gather(-1, safe.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return (token_lp * keep).sum(dim=-1)  # (B,)
+
+
+@dataclass
+class DPOOutput:
+    """O que ``dpo_loss`` devolve (as recompensas já sem gradiente)."""
+
+    loss: Tensor  # escalar, com gradiente
+    chosen_rewards: Tensor  # (B,)  beta · (log pi - log pi_ref) da escolhida
+    rejected_rewards: Tensor  # (B,)  o mesmo da rejeitada
+
+    @property
+    def margins(self) -> Tensor:
+        """``(B,)``: recompensa da escolhida menos a da rejeitada."""
+        return self.chosen_rewards - self.rejected_rewards
+
+    @property
+    def accuracy(self) -> float:
+        """Fração dos pares em que a escolhida tem recompensa maior."""
+        return float((self.margins > 0).float().mean())
+
+
+def dpo_loss(
+    policy_chosen: Tensor,
+    policy_rejected: Tensor,
+    ref_chosen: Tensor,
+    ref_rejected: Tensor,
+    beta: float = 0.1,
+) -> DPOOutput:
+    """A perda DPO de Rafailov et al. (2023), média sobre os pares (cap. 6).
+
+    ::
+
+        r_w = beta · (log pi(y_w|x) - log pi_ref(y_w|x))
+        r_l = beta · (log pi(y_l|x) - log pi_ref(y_l|x))
+        perda = -log sigmoid(r_w - r_l)
+
+    No início (política = referência) todas as recompensas são 0 e a perda é
+    ``log 2 ≈ 0,693``.
+
+    Args:
+        policy_chosen, policy_rejected: ``(B,)`` log-probabilidades das respostas sob a
+            política (o modelo que treina).
+        ref_chosen, ref_rejected: ``(B,)`` as mesmas sob a referência congelada.
+        beta: a força da "coleira" que prende a política à referência (0,1 é o usual):
+            maior ``beta``, menor o desvio tolerado.
+
+    Returns:
+        ``DPOOutput`` com a perda, as recompensas, as margens e a acurácia.
+
+    Raises:
+        ValueError: ``beta`` <= 0 ou formatos diferentes.
+    """
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+        raise ValueError(f"beta deve ser um número > 0 (0,1 é o usual); recebi {beta!r}.")
+    shapes = {tuple(t.shape) for t in (policy_chosen, policy_rejected, ref_chosen, ref_rejected)}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+        raise ValueError(f"as quatro log-probabilidades devem ter o mesmo formato (B,); recebi {sorted(shapes)}.")
+    chosen = beta * (policy_chosen - ref_chosen)  # (B,)
+    rejected = beta * (policy_rejected - ref_rejected)  # (B,)
+    loss = -F.logsigmoid(chosen - rejected).mean()
+    return DPOOutput(loss, chosen.detach(), rejected.detach())
+
+
+# ----------------------------------------------------------------------------- os dados
+@dataclass
+class PreferencePair:
+    """Um par codificado: ``prompt + resposta + fim`` para as duas respostas."""
+
+    chosen: list[int]
+    rejected: list[int]
+    prompt_len: int
+    ref_chosen: float = float("nan")  # log pi_ref(y_w | x), preenchido por reference_logprobs
+    ref_rejected: float = float("nan")
+
+
+def load_preferences(split: str | None = None) -> list[dict[str, str]]:
+    """Os pares de preferência do curso (``instrucao``, ``entrada``, ``escolhida``,
+    ``rejeitada``, ``defeito``, ``divisao``).
+
+    Args:
+        split: ``"treino"``, ``"validacao"``, ``"teste"`` ou ``None`` (todos).
+    """
+    return load_jsonl_split(PREFERENCES_ASSET, split)
+
+
+def encode_preferences(entries: Sequence[Mapping[str, str]], tokenizer: Any) -> list[PreferencePair]:
+    """Codifica os pares no molde Alpaca de ``companion.instruct`` (a resposta termina no fim de texto).
+
+    Raises:
+        ValueError / TypeError: par sem ``instrucao``, ``escolhida`` ou ``rejeitada``.
+    """
+    eos = tokenizer.encode_single_token(EOS_TOKEN)
+    pairs = []
+    for i, entry in enumerate(entries):
+        for field in ("instrucao", "escolhida", "rejeitada"):
+            if not isinstance(entry.get(field), str):
+                raise ValueError(f"o par {i} não tem o texto {field!r} (campos: instrucao, entrada, escolhida, rejeitada).")
+        prompt = tokenizer.encode(format_prompt(entry), disallowed_special=())
+        chosen = prompt + tokenizer.encode(entry["escolhida"].strip(), disallowed_special=()) + [eos]
+        rejected = prompt + tokenizer.encode(entry["rejeitada"].strip(), disallowed_special=()) + [eos]
+        pairs.append(PreferencePair(chosen, rejected, len(prompt)))
+    return pairs
+
+
+def collate_preferences(batch: Sequence[PreferencePair], max_length: int | None = None) -> tuple[Tensor, Tensor]:
+    """Um lote de ``2B`` linhas: as ``B`` escolhidas e, depois, as ``B`` rejeitadas.
+
+    Os alvos do *prompt* e do preenchimento são ``-100``: ``sequence_logprobs`` soma só
+    os tokens das respostas.
+
+    Returns:
+        ``(inputs, targets)``, cada um ``(2B, T)``.
+    """
+    if len(batch) == 0:
+        raise ValueError("collate_preferences: o lote está vazio.")
+    rows = [(p.chosen, p.prompt_len) for p in batch] + [(p.rejected, p.prompt_len) for p in batch]
+    return collate_instructions(rows, mask_prompt=True, max_length=max_length)
+
+
+def _pair_logprobs(model: nn.Module, batch: Sequence[PreferencePair], max_length: int | None) -> tuple[Tensor, Tensor]:
+    device = next(model.parameters()).device
+    inputs, targets = collate_preferences(batch, max_length)
+    logps = sequence_logprobs(model(inputs.to(device)), targets.to(device))  # (2B,)
+    return logps[: len(batch)], logps[len(batch) :]
+
+
+@torch.no_grad()
+def reference_logprobs(
+    model: nn.Module,
+    pairs: Sequence[PreferencePair],
+    batch_size: int = 8,
+    bf16: bool = False,
+    max_length: int | None = None,
+) -> None:
+    """Preenche ``ref_chosen`` e ``ref_rejected`` de cada par com o modelo dado (a referência).
+
+    A referência não muda durante o treino: calcular suas log-probabilidades uma vez só
+    economiza metade das contas de cada passo (e a memória de um segundo modelo).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                chosen, rejected = _pair_logprobs(model, batch, max_length)
+            for pair, c, r in zip(batch, chosen.tolist(), rejected.tolist()):
+                pair.ref_chosen, pair.ref_rejected = c, r
+    finally:
+        model.train(was_training)
+
+
+def _ref_tensors(batch: Sequence[PreferencePair], device: torch.device) -> tuple[Tensor, Tensor]:
+    if any(math.isnan(p.ref_chosen) or math.isnan(p.ref_rejected) for p in batch):
+        raise ValueError("os pares não têm as log-probabilidades da referência: chame reference_logprobs antes.")
+    chosen = torch.tensor([p.ref_chosen for p in batch], device=device)
+    rejected = torch.tensor([p.ref_rejected for p in batch], device=device)
+    return chosen, rejected
+
+
+@torch.no_grad()
+def evaluate_dpo(
+    model: nn.Module,
+    pairs: Sequence[PreferencePair],
+    beta: float = 0.1,
+    batch_size: int = 8,
+    bf16: bool = False,
+    max_length: int | None = None,
+) -> dict[str, float]:
+    """Perda DPO, margem média, acurácia das recompensas e log-probabilidades médias num conjunto.
+
+    Returns:
+        ``{"loss", "margin", "accuracy", "chosen_reward", "rejected_reward",
+        "chosen_logp", "rejected_logp"}`` (médias por par).
+
+    Raises:
+        ValueError: conjunto vazio ou pares sem as log-probabilidades da referência.
+    """
+    if len(pairs) == 0:
+        raise ValueError("evaluate_dpo: o conjunto está vazio.")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums = dict.fromkeys(("loss", "margin", "accuracy", "chosen_reward", "rejected_reward", "chosen_logp", "rejected_logp"), 0.0)
+    try:
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            ref_c, ref_r = _ref_tensors(batch, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                pol_c, pol_r = _pair_logprobs(model, batch, max_length)
+            out = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta)
+            n = len(batch)
+            sums["loss"] += float(out.loss) * n
+            sums["margin"] += float(out.margins.sum())
+            sums["accuracy"] += out.accuracy * n
+            sums["chosen_reward"] += float(out.chosen_rewards.sum())
+            sums["rejected_reward"] += float(out.rejected_rewards.sum())
+            sums["chosen_logp"] += float(pol_c.sum())
+            sums["rejected_logp"] += float(pol_r.sum())
+    finally:
+        model.train(was_training)
+    return {k: v / len(pairs) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def pair_margins(
+    model: nn.Module,
+    pairs: Sequence[PreferencePair],
+    beta: float = 0.1,
+    batch_size: int = 8,
+    bf16: bool = False,
+    max_length: int | None = None,
+) -> Tensor:
+    """A margem ``r_w - r_l`` de cada par (para olhar além da média de ``evaluate_dpo``).
+
+    Returns:
+        ``(N,)``, na ordem de ``pairs``.
+
+    Raises:
+        ValueError: pares sem as log-probabilidades da referência.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    margins = []
+    try:
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            ref_c, ref_r = _ref_tensors(batch, device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                pol_c, pol_r = _pair_logprobs(model, batch, max_length)
+            margins.append(dpo_loss(pol_c, pol_r, ref_c, ref_r, beta).margins)
+    finally:
+        model.train(was_training)
+    return torch.cat(margins) if margins else torch.zeros(0)
+
+
+def train_dpo(
+    model: nn.Module,
+    pairs: Sequence[PreferencePair],
+    cfg: Any,
+    beta: float = 0.1,
+    *,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> dict[str, list]:
+    """Treina a política (os parâmetros treináveis, os da LoRA nova) com a perda DPO.
+
+    Usa o laço de ``companion.instruct.train_instructions`` com a perda trocada. Os pares
+    precisam das log-probabilidades da referência (``reference_logprobs``).
+
+    Args:
+        model: a política, com LoRA aplicada sobre o modelo de referência.
+        pairs: os pares de treino.
+        cfg: ``companion.train.TrainConfig``.
+        beta: como em ``dpo_loss``.
+        max_length: corta sequências longas.
+        progress: barra de progresso.
+
+    Returns:
+        O histórico: ``step_loss``, ``lr``, e por passo ``margin`` e ``accuracy`` do lote.
+    """
+    from companion.instruct import train_instructions
+
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or beta <= 0:
+        raise ValueError(f"beta deve ser um número > 0 (0,1 é o usual); recebi {beta!r}.")
+    device = next(model.parameters()).device
+    _ref_tensors(pairs, device)  # confere já que a referência foi calculada
+    margins: list[float] = []
+    accuracies: list[float] = []
+
+    def loss_fn(net: nn.Module, batch: Sequence[PreferencePair]) -> Tensor:
+        ref_c, ref_r = _ref_tensors(batch, device)
+        pol_c, pol_r = _pair_logprobs(net, batch, max_length)
+        out = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta)
+        margins.append(float(out.margins.mean()))
+        accuracies.append(out.accuracy)
+        return out.loss
+
+    history = train_instructions(model, pairs, None, cfg, progress=progress, verbose=False, loss_fn=loss_fn)
+    history["margin"] = margins
+    history["accuracy"] = accuracies
+    for key in ("step", "val_loss"):
+        history.pop(key, None)
+    return history
+
+
+# ----------------------------------------------------------------------------- modelos ajustados
+def load_tuned_smollm2(
+    adapters: Sequence[str | Path] = (),
+    dtype: torch.dtype = torch.float32,
+) -> tuple[nn.Module, Any]:
+    """O SmolLM2-135M-Instruct com adaptadores LoRA empilhados e somados aos pesos.
+
+    A ordem importa: o adaptador DPO foi treinado por cima do de instruções, e guarda
+    o sha256 dele (``base_adapter_sha256``); conferimos que o anterior da lista é esse.
+
+    Args:
+        adapters: pastas (ou arquivos) de adaptadores, na ordem em que foram treinados.
+        dtype: como em ``load_smollm2``.
+
+    Returns:
+        ``(model, tokenizer)``, com o modelo em modo ``eval``.
+
+    Raises:
+        ValueError: adaptador empilhado sobre outro que não o do treino.
+    """
+    from companion.assets import sha256_of
+    from companion.lora import _adapter_file, load_lora_adapter, read_adapter_metadata
+    from companion.pretrained import load_smollm2
+
+    infos = [read_adapter_metadata(adapter)[1] for adapter in adapters]  # erros claros antes de carregar
+    model, tokenizer = load_smollm2(dtype)
+    previous: str | None = None
+    for adapter, info in zip(adapters, infos):
+        wanted = info.get("base_adapter_sha256")
+        if wanted is not None and wanted != previous:
+            raise ValueError(
+                f"o adaptador {adapter} foi treinado sobre outro adaptador (sha256 {wanted[:12]}...); "
+                f"passe antes dele o adaptador de instruções usado no treino (--adapter na ordem do treino)."
+            )
+        load_lora_adapter(adapter, model, merge=True)
+        previous = sha256_of(_adapter_file(adapter))
+    model.eval()
+    return model, tokenizer
+
+
+# ----------------------------------------------------------------------------- linha de comando
+FINETUNE_HELP = "alinhamento por preferências (DPO) sobre o modelo ajustado a instruções; grava só o adaptador (cap. 6)"
+
+DEFAULT_SFT_ADAPTER = "book/06-ajuste-fino/artefatos/instrucoes-lora"
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """Opções de ``python -m companion finetune dpo``."""
+    parser.add_argument("--out", required=True, help="pasta de saída (adapter.safetensors e metrics.json)")
+    parser.add_argument("--sft-adapter", default=DEFAULT_SFT_ADAPTER,
+                        help=f"adaptador do ajuste por instruções, ponto de partida e referência (padrão {DEFAULT_SFT_ADAPTER})")
+    parser.add_argument("--beta", type=float, default=0.1, help="beta da DPO (padrão 0.1)")
+    parser.add_argument("--steps", type=int, default=120, help="passos de otimização (padrão 120)")
+    parser.add_argument("--batch-size", type=int, default=4, help="pares por lote (padrão 4)")
+    parser.add_argument("--lr", type=float, default=5e-4, help="taxa de aprendizado máxima (padrão 5e-4)")
+    parser.add_argument("--warmup-steps", type=int, default=10, help="passos de aquecimento (padrão 10)")
+    parser.add_argument("--rank", type=int, default=8, help="posto r da LoRA (padrão 8)")
+    parser.add_argument("--alpha", type=float, default=16.0, help="alpha da LoRA (padrão 16)")
+    parser.add_argument("--dropout", type=float, default=0.0, help="dropout da LoRA (padrão 0)")
+    parser.add_argument("--targets", default="q_proj,v_proj", help="camadas adaptadas (padrão q_proj,v_proj)")
+    parser.add_argument("--max-length", type=int, default=256, help="corta sequências com mais tokens (padrão 256)")
+    parser.add_argument("--no-bf16", action="store_true", help="treina em float32 puro (sem autocast bf16)")
+    parser.add_argument("--seed", type=int, default=123, help="semente (padrão 123)")
+    parser.add_argument("--threads", type=int, default=1, help="threads do PyTorch (padrão 1)")
+    parser.add_argument("--limit", type=int, default=None, help="usa só os N primeiros pares de cada divisão (testes)")
+    parser.add_argument("--examples", type=int, default=4, help="respostas de teste guardadas no metrics.json (padrão 4)")
+    parser.add_argument("--no-progress", action="store_true", help="sem barra de progresso")
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """Executa ``python -m companion finetune dpo`` (veja ``add_finetune_arguments``)."""
+    try:
+        return _run(args)
+    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as error:
+        print(f"erro: {error}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    from companion.assets import asset_path, sha256_of
+    from companion.checkpoint import atomic_write_json
+    from companion.instruct import _parse_targets, encode_instructions, evaluate_instructions, load_instructions
+    from companion.lora import LoRAConfig, _adapter_file, apply_lora, count_parameters, read_adapter_metadata, save_lora_adapter
+    from companion.train import TrainConfig
+
+    out = Path(args.out)
+    if (out / "adapter.safetensors").exists():
+        raise FileExistsError(f"já existe um adaptador em {out}; escolha outra pasta com --out.")
+    if isinstance(args.beta, bool) or not math.isfinite(args.beta) or args.beta <= 0:
+        raise ValueError(f"--beta deve ser um número > 0 (0,1 é o usual); recebi {args.beta}.")
+    lora_cfg = LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout, targets=_parse_targets(args.targets))
+    train_cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+        weight_decay=0.0, grad_clip=1.0, eval_interval=args.steps, bf16=not args.no_bf16, seed=args.seed,
+    )
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit deve ser >= 1; recebi {args.limit}.")
+    if args.threads < 1:
+        raise ValueError(f"--threads deve ser >= 1; recebi {args.threads}.")
+    read_adapter_metadata(args.sft_adapter)  # confere já que o adaptador de instruções existe
+    sft_sha = sha256_of(_adapter_file(args.sft_adapter))
+    torch.set_num_threads(args.threads)
+
+    began = time.perf_counter()
+    model, tokenizer = load_tuned_smollm2([args.sft_adapter])  # a referência: o modelo ajustado, somado
+    rows = {s: load_preferences(s)[: args.limit] for s in SPLITS}
+    pairs = {s: encode_preferences(r, tokenizer) for s, r in rows.items()}
+    instr_test = encode_instructions(load_instructions("teste")[: args.limit], tokenizer)
+    print(f"preferências: {len(pairs['treino'])} pares de treino, {len(pairs['validacao'])} de validação, "
+          f"{len(pairs['teste'])} de teste | beta {args.beta:g}")
+    bf16 = train_cfg.bf16
+    for split_pairs in pairs.values():
+        reference_logprobs(model, split_pairs, args.batch_size, bf16, args.max_length)
+
+    def measure() -> dict[str, Any]:
+        result: dict[str, Any] = {
+            s: evaluate_dpo(model, pairs[s], args.beta, args.batch_size, bf16, args.max_length) for s in ("validacao", "teste")
+        }
+        result["instructions_test_loss"] = evaluate_instructions(model, instr_test, 8, True, bf16, args.max_length)
+        return result
+
+    shown = rows["teste"][: args.examples]
+    answers_before = [generate_response(model, tokenizer, e, 64) for e in shown]
+    before = measure()
+    # fração dos pares em que a referência já acha a escolhida mais provável que a rejeitada
+    before["reference_prefers_chosen"] = {
+        s: sum(p.ref_chosen > p.ref_rejected for p in pairs[s]) / len(pairs[s]) for s in ("validacao", "teste")
+    }
+    print(f"antes:  perda DPO de teste {before['teste']['loss']:.4f} (log 2) | a referência já prefere a escolhida "
+          f"em {100 * before['reference_prefers_chosen']['teste']:.0f}% dos pares de teste")
+
+    torch.manual_seed(args.seed)
+    apply_lora(model, lora_cfg.targets, lora_cfg.r, lora_cfg.alpha, lora_cfg.dropout)
+    trainable, total = count_parameters(model)
+    train_began = time.perf_counter()
+    history = train_dpo(model, pairs["treino"], train_cfg, args.beta, max_length=args.max_length,
+                        progress=not args.no_progress)
+    train_seconds = time.perf_counter() - train_began
+    after = measure()
+    answers_after = [generate_response(model, tokenizer, e, 64) for e in shown]
+    for s in ("validacao", "teste"):
+        print(f"depois ({s}): perda DPO {after[s]['loss']:.4f} | margem {after[s]['margin']:.3f} | "
+              f"acurácia das recompensas {100 * after[s]['accuracy']:.1f}%")
+    print(f"perda nas instruções de teste: {before['instructions_test_loss']:.4f} -> {after['instructions_test_loss']:.4f}")
+
+    info = {"task": "dpo", "seed": args.seed, "beta": args.beta, "steps": args.steps,
+            "base_adapter": Path(args.sft_adapter).name, "base_adapter_sha256": sft_sha,
+            "data_sha256": sha256_of(asset_path(PREFERENCES_ASSET))}
+    file = save_lora_adapter(out, model, lora_cfg, **info)
+    metrics = {
+        "task": "dpo",
+        "command": command_line("dpo", args),
+        "seed": args.seed,
+        "beta": args.beta,
+        "base_adapter": info["base_adapter"],
+        "base_adapter_sha256": sft_sha,
+        "lora": lora_cfg.to_dict(),
+        "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
+                  "bf16": bf16, "max_length": args.max_length, "threads": args.threads},
+        "data": {"file": PREFERENCES_ASSET, "sha256": info["data_sha256"], "counts": {s: len(v) for s, v in pairs.items()}},
+        "parameters": {"trainable": trainable, "total": total},
+        "before": before,
+        "after": after,
+        "history": history,
+        "examples": [
+            {"instrucao": e["instrucao"], "entrada": e.get("entrada", ""), "escolhida": e["escolhida"],
+             "rejeitada": e["rejeitada"], "antes": a, "depois": b}
+            for e, a, b in zip(shown, answers_before, answers_after)
+        ],
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - began, 1),
+        "adapter_bytes": file.stat().st_size,
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    print(f"treino em {train_seconds:.0f} s; adaptador de {file.stat().st_size / 1e6:.2f} MB gravado em {file}")
+    return 0
