@@ -59,7 +59,8 @@ def _run_generate(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if not args.prompt:
         raise ValueError("o --prompt está vazio: escreva o começo do texto que o modelo deve continuar.")
-    check_decoding_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p)
+    check_decoding_args(args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                        repetition_penalty=args.repetition_penalty)
 
     if args.smollm2:
         try:
@@ -82,7 +83,8 @@ def _run_generate(args: argparse.Namespace) -> int:
     eot = tokenizer.encode_single_token("<|endoftext|>") if args.stop_at_eos else None
     generator = torch.Generator().manual_seed(args.seed)
     out = generate(model, idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                   top_p=args.top_p, eos_id=eot, generator=generator)
+                   top_p=args.top_p, eos_id=eot, generator=generator,
+                   repetition_penalty=args.repetition_penalty)
     print(tokenizer.decode(out[0].tolist()))
     return 0
 
@@ -108,6 +110,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=50, help="tokens a gerar (padrão 50)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = gulosa; > 0 = amostragem (padrão 0)")
     parser.add_argument("--top-k", type=int, default=None, help="só os k tokens mais prováveis")
+    parser.add_argument("--repetition-penalty", type=float, default=1.0,
+                        help="> 1 desestimula repetir tokens (só para checkpoints do curso; 1 = desligada)")
     parser.add_argument("--top-p", type=float, default=None, help="amostragem de núcleo: massa de probabilidade em (0, 1]")
     parser.add_argument("--seed", type=int, default=123, help="semente do sorteio (padrão 123)")
     parser.add_argument("--stop-at-eos", action="store_true", help="para no token <|endoftext|>")

@@ -79,6 +79,7 @@ def check_decoding_args(
     top_p: object,
     eos_id: object = None,
     vocab_size: int | None = None,
+    repetition_penalty: object = 1.0,
 ) -> None:
     """Confere os parâmetros de decodificação, com erros claros em português.
 
@@ -89,6 +90,7 @@ def check_decoding_args(
         top_p: ``None`` ou número em ``(0, 1]``.
         eos_id: ``None`` ou inteiro em ``[0, vocab_size)``.
         vocab_size: tamanho do vocabulário, para conferir ``eos_id``.
+        repetition_penalty: número finito > 0 (1 = sem penalidade).
 
     Raises:
         ValueError: algum valor fora do permitido (a mensagem diz qual e o que vale).
@@ -110,10 +112,42 @@ def check_decoding_args(
         isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0
     ):
         raise ValueError(f"top_p deve ser None ou um número em (0, 1]; recebi {top_p!r}.")
+    if (
+        isinstance(repetition_penalty, bool)
+        or not isinstance(repetition_penalty, (int, float))
+        or not math.isfinite(repetition_penalty)
+        or repetition_penalty <= 0
+    ):
+        raise ValueError(
+            "repetition_penalty deve ser um número finito > 0 (1 = sem penalidade; "
+            f"> 1 desestimula repetir tokens); recebi {repetition_penalty!r}."
+        )
     if eos_id is not None:
         limit = "" if vocab_size is None else f" e < vocab_size={vocab_size}"
         if not _is_int(eos_id) or eos_id < 0 or (vocab_size is not None and eos_id >= vocab_size):
             raise ValueError(f"eos_id deve ser None ou um ID de token >= 0{limit}; recebi {eos_id!r}.")
+
+
+def apply_repetition_penalty(logits: Tensor, previous: Tensor, penalty: float) -> Tensor:
+    """Desestimula tokens que já apareceram (penalidade de repetição do CTRL, Keskar et al., 2019).
+
+    Para cada token presente em ``previous``, o *logit* positivo é dividido por
+    ``penalty`` e o negativo, multiplicado — nos dois casos o token fica menos provável
+    quando ``penalty > 1``. Um token repetido várias vezes é penalizado uma vez só.
+
+    Args:
+        logits: ``(B, V)``.
+        previous: IDs já vistos ``(B, T)`` (*prompt* + gerados).
+        penalty: fator > 0; 1 não muda nada.
+
+    Returns:
+        Novos *logits* ``(B, V)`` (o tensor de entrada não é alterado).
+    """
+    if penalty == 1.0 or previous.numel() == 0:
+        return logits
+    seen = logits.gather(-1, previous)  # (B, T): o logit de cada token já visto
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(-1, previous, seen)  # repetidos recebem o mesmo valor
 
 
 def sample_next_token(
@@ -122,6 +156,8 @@ def sample_next_token(
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
+    previous: Tensor | None = None,
+    repetition_penalty: float = 1.0,
 ) -> Tensor:
     """Escolhe o próximo token a partir dos *logits* da última posição.
 
@@ -134,10 +170,14 @@ def sample_next_token(
         logits: ``(B, V)``.
         temperature, top_k, top_p: como em ``generate`` (não são conferidos aqui).
         generator: gerador do PyTorch para sorteios reprodutíveis.
+        previous: IDs já vistos ``(B, T)``, para a penalidade de repetição.
+        repetition_penalty: ver ``apply_repetition_penalty`` (aplicada antes de tudo).
 
     Returns:
         IDs ``(B, 1)`` (``torch.long``).
     """
+    if previous is not None:
+        logits = apply_repetition_penalty(logits, previous, repetition_penalty)
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
     logits = logits.float() / temperature  # (B, V)
@@ -166,6 +206,7 @@ def generate(
     eos_id: int | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
+    repetition_penalty: float = 1.0,
 ) -> Tensor:
     """Gera ``max_new_tokens`` tokens depois de ``idx`` (cap. 4; amostragem no cap. 5).
 
@@ -194,6 +235,8 @@ def generate(
         eos_id: ID do token de fim de texto, ou ``None``.
         use_cache: usa o KV cache (mais rápido; mesmos tokens).
         generator: ``torch.Generator`` para sorteios reprodutíveis.
+        repetition_penalty: > 1 desestimula tokens que já estão na sequência
+            (*prompt* incluído); 1 = sem penalidade.
 
     Returns:
         IDs ``(B, T + n)`` (``torch.long``), com ``n = max_new_tokens`` — ou menos, se
@@ -205,7 +248,7 @@ def generate(
     cfg = getattr(model, "cfg", None)
     if not isinstance(model, nn.Module) or cfg is None or not hasattr(model, "new_kv_caches"):
         raise TypeError(f"generate espera um GPTModel; recebi {type(model).__name__}.")
-    check_decoding_args(max_new_tokens, temperature, top_k, top_p, eos_id, cfg.vocab_size)
+    check_decoding_args(max_new_tokens, temperature, top_k, top_p, eos_id, cfg.vocab_size, repetition_penalty)
     if not isinstance(use_cache, bool):
         raise ValueError(f"use_cache deve ser True ou False; recebi {use_cache!r}.")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -243,7 +286,10 @@ def generate(
             length = T
             logits = next_logits(length)  # (B, V)
             for step in range(max_new_tokens):
-                token = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
+                previous = out[:, :length] if repetition_penalty != 1.0 else None
+                token = sample_next_token(
+                    logits, temperature, top_k, top_p, generator, previous, repetition_penalty
+                )  # (B, 1)
                 if eos_id is not None:
                     token = token.masked_fill(finished, eos_id)
                     finished |= token == eos_id

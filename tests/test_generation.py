@@ -219,3 +219,45 @@ def test_invalid_model_and_generator():
 def test_long_prompt_ids_checked_even_when_cropped():
     with pytest.raises(ValueError, match="vocabulário"):
         generate(tiny_model(), torch.tensor([[99] + [1] * 20]), 2)
+
+
+# --- penalidade de repetição (cap. 5) ---------------------------------------------
+
+from companion.generation import apply_repetition_penalty  # noqa: E402
+
+
+def test_repetition_penalty_hand_computed_example():
+    logits = torch.tensor([[2.0, -1.0, 0.5, 3.0]])
+    previous = torch.tensor([[0, 1, 1]])  # o token 1 aparece duas vezes: penalizado uma vez
+    out = apply_repetition_penalty(logits, previous, 2.0)
+    torch.testing.assert_close(out, torch.tensor([[1.0, -2.0, 0.5, 3.0]]))
+    torch.testing.assert_close(logits, torch.tensor([[2.0, -1.0, 0.5, 3.0]]))  # entrada intacta
+    assert apply_repetition_penalty(logits, previous, 1.0) is logits
+
+
+def test_repetition_penalty_changes_greedy_choice_only_when_asked():
+    logits = torch.tensor([[5.0, 4.0, 0.0]])
+    previous = torch.tensor([[0]])
+    assert sample_next_token(logits, 0.0).item() == 0
+    assert sample_next_token(logits, 0.0, previous=previous, repetition_penalty=1.0).item() == 0
+    assert sample_next_token(logits, 0.0, previous=previous, repetition_penalty=2.0).item() == 1
+
+
+def test_generate_with_repetition_penalty_avoids_immediate_repeats():
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=7, context_length=32, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0))
+    prompt = torch.tensor([[1, 2]])
+    plain = generate(model, prompt, 12)
+    penalised = generate(model, prompt, 12, repetition_penalty=1e6)
+    assert torch.equal(generate(model, prompt, 12, repetition_penalty=1.0), plain)
+    # Com penalidade enorme, os 5 primeiros tokens novos são todos diferentes e fora do prompt.
+    new = penalised[0, 2:7].tolist()
+    assert len(set(new)) == 5 and not set(new) & {1, 2}
+    assert torch.equal(penalised, generate(model, prompt, 12, repetition_penalty=1e6, use_cache=False))
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), True, "2"])
+def test_repetition_penalty_rejects_bad_values(bad):
+    model = GPTModel(GPTConfig(vocab_size=7, context_length=8, emb_dim=8, n_heads=2, n_layers=1))
+    with pytest.raises(ValueError, match="repetition_penalty"):
+        generate(model, torch.tensor([[1]]), 2, repetition_penalty=bad)
