@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from companion.attention import KVCache
+from companion.generation import check_decoding_args, sample_next_token
 
 __all__ = [
     "LlamaConfig",
@@ -613,42 +614,6 @@ class LlamaModel(nn.Module):
 
 
 # ----------------------------------------------------------------------------- geração
-def _check_sampling(temperature: object, top_k: object, top_p: object) -> None:
-    if not _is_number(temperature) or not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(
-            f"temperature deve ser um número >= 0 (0 = escolha gulosa); recebi {temperature!r}."
-        )
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        raise ValueError(f"top_k deve ser None ou um inteiro >= 1; recebi {top_k!r}.")
-    if top_p is not None and (not _is_number(top_p) or not 0.0 < top_p <= 1.0):
-        raise ValueError(f"top_p deve ser None ou um número em (0, 1]; recebi {top_p!r}.")
-
-
-def _next_token(
-    logits: Tensor,
-    temperature: float,
-    top_k: int | None,
-    top_p: float | None,
-    generator: torch.Generator | None,
-) -> Tensor:
-    """Escolhe o próximo token a partir dos *logits* ``(B, V)``; devolve ``(B, 1)``."""
-    if temperature == 0:
-        return logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-    logits = logits.float() / temperature
-    if top_k is not None and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V) cada
-        probs = torch.softmax(sorted_logits, dim=-1)
-        # remove um token se a massa dos que vêm ANTES dele já alcança top_p
-        drop = (probs.cumsum(dim=-1) - probs) >= top_p  # (B, V); o primeiro nunca sai
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = torch.softmax(logits, dim=-1)  # (B, V)
-    return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
-
-
 @torch.no_grad()
 def generate_llama(
     model: LlamaModel,
@@ -693,9 +658,8 @@ def generate_llama(
     """
     if not isinstance(model, LlamaModel):
         raise TypeError(f"generate_llama espera um LlamaModel; recebi {type(model).__name__}.")
-    if not _is_int(max_new_tokens) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens deve ser um inteiro >= 0; recebi {max_new_tokens!r}.")
-    _check_sampling(temperature, top_k, top_p)
+    # A mesma conferência e o mesmo amostrador do GPT (companion.generation).
+    check_decoding_args(max_new_tokens, temperature, top_k, top_p)
     if not isinstance(use_cache, bool):
         raise ValueError(f"use_cache deve ser True ou False; recebi {use_cache!r}.")
     model.check_input(idx)
@@ -728,7 +692,7 @@ def generate_llama(
             logits = model(step_input, caches, last_only=True)[:, -1, :]  # (B, V)
         else:
             logits = model(out[:, -ctx:], last_only=True)[:, -1, :]  # (B, V)
-        next_id = _next_token(logits, float(temperature), top_k, top_p, generator)  # (B, 1)
+        next_id = sample_next_token(logits, float(temperature), top_k, top_p, generator)  # (B, 1)
         if eos_tensor is not None:
             next_id = torch.where(finished[:, None], eos_tensor[0], next_id)
             finished |= torch.isin(next_id[:, 0], eos_tensor)

@@ -407,7 +407,7 @@ def test_cache_errors():
     ("kwargs", "message"),
     [
         ({"max_new_tokens": -1}, "max_new_tokens deve ser um inteiro >= 0"),
-        ({"temperature": -0.5}, "temperature deve ser um número >= 0"),
+        ({"temperature": -0.5}, "temperature deve ser um número finito >= 0"),
         ({"temperature": float("inf")}, "temperature"),
         ({"top_k": 0}, "top_k deve ser None ou um inteiro >= 1"),
         ({"top_p": 0.0}, r"top_p deve ser None ou um número em \(0, 1\]"),
