@@ -636,19 +636,20 @@ def train_classifier(
 def classifier_lr_factor(step: int, total: int, cfg: ClassifierConfig) -> float:
     """O multiplicador da taxa de aprendizado no passo ``step`` (0, 1, ..., ``total - 1``).
 
-    ``"constant"`` devolve sempre 1. ``"cosine"`` sobe em linha reta de ``1/w`` a 1 nos
-    ``w = round(warmup_fraction * total)`` primeiros passos (a cabeça nova começa do
-    zero: passos grandes logo no início bagunçariam o bloco copiado) e depois desce em
+    ``"constant"`` devolve sempre 1. ``"cosine"`` é o ``lr_at`` do capítulo 5 com taxa 1:
+    sobe em linha reta de ``1/w`` a 1 nos ``w = round(warmup_fraction * total)`` primeiros
+    passos (a cabeça nova começa do zero: passos grandes logo no início bagunçariam o bloco copiado) e depois desce em
     cosseno de 1 até 0,1 no último passo — passos menores no fim deixam a validação
     menos ruidosa de uma época para a outra.
     """
     if cfg.schedule == "constant" or total <= 1:
         return 1.0
-    warmup = round(cfg.warmup_fraction * total)
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - 1 - warmup)  # 0 -> 1
-    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    from companion.train import TrainConfig, lr_at
+
+    # A mesma curva do pré-treinamento (cap. 5), com taxa máxima 1: o resultado é o multiplicador.
+    shape = TrainConfig(steps=total, lr=1.0, min_lr=0.1, warmup_steps=round(cfg.warmup_fraction * total),
+                        decay_steps=total - 1)
+    return lr_at(step, shape)
 
 
 @torch.no_grad()
