@@ -440,25 +440,13 @@ DEFAULT_SFT_ADAPTER = "book/06-ajuste-fino/artefatos/instrucoes-lora"
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     """Opções de ``python -m companion finetune dpo``."""
+    from companion.instruct import add_lora_training_arguments
+
     parser.add_argument("--out", required=True, help="pasta de saída (adapter.safetensors e metrics.json)")
     parser.add_argument("--sft-adapter", default=DEFAULT_SFT_ADAPTER,
                         help=f"adaptador do ajuste por instruções, ponto de partida e referência (padrão {DEFAULT_SFT_ADAPTER})")
     parser.add_argument("--beta", type=float, default=0.1, help="beta da DPO (padrão 0.1)")
-    parser.add_argument("--steps", type=int, default=120, help="passos de otimização (padrão 120)")
-    parser.add_argument("--batch-size", type=int, default=4, help="pares por lote (padrão 4)")
-    parser.add_argument("--lr", type=float, default=5e-4, help="taxa de aprendizado máxima (padrão 5e-4)")
-    parser.add_argument("--warmup-steps", type=int, default=10, help="passos de aquecimento (padrão 10)")
-    parser.add_argument("--rank", type=int, default=8, help="posto r da LoRA (padrão 8)")
-    parser.add_argument("--alpha", type=float, default=16.0, help="alpha da LoRA (padrão 16)")
-    parser.add_argument("--dropout", type=float, default=0.0, help="dropout da LoRA (padrão 0)")
-    parser.add_argument("--targets", default="q_proj,v_proj", help="camadas adaptadas (padrão q_proj,v_proj)")
-    parser.add_argument("--max-length", type=int, default=256, help="corta sequências com mais tokens (padrão 256)")
-    parser.add_argument("--no-bf16", action="store_true", help="treina em float32 puro (sem autocast bf16)")
-    parser.add_argument("--seed", type=int, default=123, help="semente (padrão 123)")
-    parser.add_argument("--threads", type=int, default=1, help="threads do PyTorch (padrão 1)")
-    parser.add_argument("--limit", type=int, default=None, help="usa só os N primeiros pares de cada divisão (testes)")
-    parser.add_argument("--examples", type=int, default=4, help="respostas de teste guardadas no metrics.json (padrão 4)")
-    parser.add_argument("--no-progress", action="store_true", help="sem barra de progresso")
+    add_lora_training_arguments(parser, steps=120, batch_size=4, unit="pares", lr=5e-4, dropout=0.0)
 
 
 def run_finetune(args: argparse.Namespace) -> int:
@@ -473,24 +461,13 @@ def run_finetune(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from companion.assets import asset_path, sha256_of
     from companion.checkpoint import atomic_write_json
-    from companion.instruct import _parse_targets, encode_instructions, evaluate_instructions, load_instructions
-    from companion.lora import LoRAConfig, _adapter_file, apply_lora, count_parameters, read_adapter_metadata, save_lora_adapter
-    from companion.train import TrainConfig
+    from companion.instruct import encode_instructions, evaluate_instructions, load_instructions, lora_training_configs
+    from companion.lora import _adapter_file, apply_lora, count_parameters, read_adapter_metadata, save_lora_adapter
 
     out = Path(args.out)
-    if (out / "adapter.safetensors").exists():
-        raise FileExistsError(f"já existe um adaptador em {out}; escolha outra pasta com --out.")
     if isinstance(args.beta, bool) or not math.isfinite(args.beta) or args.beta <= 0:
         raise ValueError(f"--beta deve ser um número > 0 (0,1 é o usual); recebi {args.beta}.")
-    lora_cfg = LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout, targets=_parse_targets(args.targets))
-    train_cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-        weight_decay=0.0, grad_clip=1.0, eval_interval=args.steps, bf16=not args.no_bf16, seed=args.seed,
-    )
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit deve ser >= 1; recebi {args.limit}.")
-    if args.threads < 1:
-        raise ValueError(f"--threads deve ser >= 1; recebi {args.threads}.")
+    lora_cfg, train_cfg = lora_training_configs(args, eval_interval=args.steps)
     read_adapter_metadata(args.sft_adapter)  # confere já que o adaptador de instruções existe
     sft_sha = sha256_of(_adapter_file(args.sft_adapter))
     torch.set_num_threads(args.threads)

@@ -467,25 +467,63 @@ DEFAULT_STEPS = 150
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     """Opções de ``python -m companion finetune instruct``."""
     parser.add_argument("--out", required=True, help="pasta de saída (adapter.safetensors e metrics.json)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"passos de otimização (padrão {DEFAULT_STEPS})")
-    parser.add_argument("--batch-size", type=int, default=8, help="exemplos por lote (padrão 8)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="taxa de aprendizado máxima (padrão 1e-3)")
+    add_lora_training_arguments(parser, steps=DEFAULT_STEPS, batch_size=8, unit="exemplos", lr=1e-3, dropout=0.05)
+    parser.add_argument("--no-mask-prompt", action="store_true",
+                        help="treina também nos tokens do prompt (por padrão só a resposta conta)")
+    parser.add_argument("--eval-interval", type=int, default=40, help="avalia a cada N passos (padrão 40)")
+
+
+def add_lora_training_arguments(
+    parser: argparse.ArgumentParser, *, steps: int, batch_size: int, unit: str, lr: float, dropout: float
+) -> None:
+    """As opções comuns aos ajustes com LoRA (``finetune instruct`` e ``finetune dpo``).
+
+    Cada tarefa passa os seus padrões; ``unit`` diz o que vai num lote ("exemplos", "pares").
+    Leia as opções de volta com ``lora_training_configs``.
+    """
+    parser.add_argument("--steps", type=int, default=steps, help=f"passos de otimização (padrão {steps})")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"{unit} por lote (padrão {batch_size})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"taxa de aprendizado máxima (padrão {lr:g})")
     parser.add_argument("--warmup-steps", type=int, default=10, help="passos de aquecimento (padrão 10)")
     parser.add_argument("--rank", type=int, default=8, help="posto r da LoRA (padrão 8)")
     parser.add_argument("--alpha", type=float, default=16.0, help="alpha da LoRA (padrão 16)")
-    parser.add_argument("--dropout", type=float, default=0.05, help="dropout da LoRA (padrão 0.05)")
+    parser.add_argument("--dropout", type=float, default=dropout, help=f"dropout da LoRA (padrão {dropout:g})")
     parser.add_argument("--targets", default="q_proj,v_proj",
                         help="camadas adaptadas, separadas por vírgula (padrão q_proj,v_proj)")
-    parser.add_argument("--no-mask-prompt", action="store_true",
-                        help="treina também nos tokens do prompt (por padrão só a resposta conta)")
     parser.add_argument("--max-length", type=int, default=256, help="corta exemplos com mais tokens (padrão 256)")
-    parser.add_argument("--eval-interval", type=int, default=40, help="avalia a cada N passos (padrão 40)")
     parser.add_argument("--no-bf16", action="store_true", help="treina em float32 puro (sem autocast bf16)")
     parser.add_argument("--seed", type=int, default=123, help="semente (padrão 123)")
     parser.add_argument("--threads", type=int, default=1, help="threads do PyTorch (padrão 1)")
-    parser.add_argument("--limit", type=int, default=None, help="usa só os N primeiros exemplos de cada divisão (testes)")
+    parser.add_argument("--limit", type=int, default=None, help=f"usa só os N primeiros {unit} de cada divisão (testes)")
     parser.add_argument("--examples", type=int, default=4, help="respostas de teste guardadas no metrics.json (padrão 4)")
     parser.add_argument("--no-progress", action="store_true", help="sem barra de progresso")
+
+
+def lora_training_configs(args: argparse.Namespace, eval_interval: int) -> tuple[Any, Any]:
+    """Confere as opções de ``add_lora_training_arguments`` e monta ``(LoRAConfig, TrainConfig)``.
+
+    Também recusa uma pasta ``--out`` que já tem um adaptador (nada é sobrescrito).
+
+    Raises:
+        FileExistsError: ``--out`` já tem ``adapter.safetensors``.
+        ValueError: ``--limit`` ou ``--threads`` < 1, ou valores que as configurações recusam.
+    """
+    from companion.lora import LoRAConfig
+    from companion.train import TrainConfig
+
+    out = Path(args.out)
+    if (out / "adapter.safetensors").exists():
+        raise FileExistsError(f"já existe um adaptador em {out}; escolha outra pasta com --out.")
+    lora_cfg = LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout, targets=_parse_targets(args.targets))
+    train_cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+        weight_decay=0.0, grad_clip=1.0, eval_interval=eval_interval, bf16=not args.no_bf16, seed=args.seed,
+    )
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit deve ser >= 1; recebi {args.limit}.")
+    if args.threads < 1:
+        raise ValueError(f"--threads deve ser >= 1; recebi {args.threads}.")
+    return lora_cfg, train_cfg
 
 
 def _parse_targets(text: str) -> tuple[str, ...]:
@@ -498,8 +536,6 @@ def _parse_targets(text: str) -> tuple[str, ...]:
 def _load_base(threads: int) -> tuple[nn.Module, Any]:
     from companion.pretrained import load_smollm2
 
-    if threads < 1:
-        raise ValueError(f"--threads deve ser >= 1; recebi {threads}.")
     torch.set_num_threads(threads)
     return load_smollm2(torch.float32)
 
@@ -519,19 +555,10 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from companion.checkpoint import atomic_write_json
-    from companion.lora import LoRAConfig, apply_lora, count_parameters, save_lora_adapter
-    from companion.train import TrainConfig
+    from companion.lora import apply_lora, count_parameters, save_lora_adapter
 
     out = Path(args.out)
-    if (out / "adapter.safetensors").exists():
-        raise FileExistsError(f"já existe um adaptador em {out}; escolha outra pasta com --out.")
-    lora_cfg = LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout, targets=_parse_targets(args.targets))
-    train_cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-        weight_decay=0.0, grad_clip=1.0, eval_interval=args.eval_interval, bf16=not args.no_bf16, seed=args.seed,
-    )
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit deve ser >= 1; recebi {args.limit}.")
+    lora_cfg, train_cfg = lora_training_configs(args, args.eval_interval)
     mask_prompt = not args.no_mask_prompt
     began = time.perf_counter()
     model, tokenizer = _load_base(args.threads)

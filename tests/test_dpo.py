@@ -193,10 +193,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def test_cli_defaults_are_the_dpo_ones():
+    """As opções vêm do ajudante comum com a LoRA, mas os padrões são os da DPO (não os das instruções)."""
+    args = parse(["--out", "x"])
+    assert (args.steps, args.batch_size, args.lr, args.dropout, args.beta) == (120, 4, 5e-4, 0.0, 0.1)
+    assert not hasattr(args, "no_mask_prompt") and not hasattr(args, "eval_interval")
+
+
 @pytest.mark.parametrize(
     "extra, match",
     [(["--beta", "0"], "--beta"), (["--rank", "0"], "r"), (["--limit", "0"], "--limit"),
-     (["--sft-adapter", "/nao/existe"], "não encontrado")],
+     (["--sft-adapter", "/nao/existe"], "não encontrado"), (["--threads", "0"], "--threads")],
 )
 def test_cli_errors_before_loading(tmp_path, capsys, extra, match):
     assert run_finetune(parse(["--out", str(tmp_path / "o"), *extra])) == 1

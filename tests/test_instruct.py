@@ -273,11 +273,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
 def test_cli_defaults():
     args = parse(["--out", "x"])
     assert (args.rank, args.alpha, args.targets, args.seed, args.no_mask_prompt) == (8, 16.0, "q_proj,v_proj", 123, False)
+    assert (args.steps, args.batch_size, args.lr, args.dropout, args.eval_interval) == (150, 8, 1e-3, 0.05, 40)
 
 
 @pytest.mark.parametrize(
     "extra, match",
-    [(["--rank", "0"], "r"), (["--limit", "0"], "--limit"), (["--targets", ","], "--targets"), (["--lr", "-1"], "lr")],
+    [(["--rank", "0"], "r"), (["--limit", "0"], "--limit"), (["--targets", ","], "--targets"), (["--lr", "-1"], "lr"),
+     (["--threads", "0"], "--threads")],
 )
 def test_cli_errors_before_loading(tmp_path, capsys, extra, match):
     assert run_finetune(parse(["--out", str(tmp_path / "o"), *extra])) == 1
