@@ -63,6 +63,11 @@ def _run_generate(args: argparse.Namespace) -> int:
                         repetition_penalty=args.repetition_penalty)
 
     if args.smollm2:
+        if args.repetition_penalty != 1.0:
+            raise ValueError(
+                "--repetition-penalty só vale para os checkpoints do curso (--checkpoint PASTA); "
+                "com --smollm2 a geração não aplica penalidade. Tire a opção ou use 1."
+            )
         try:
             from companion.pretrained import chat_reply, load_smollm2
         except ImportError as error:  # pragma: no cover - depende do módulo do SmolLM2

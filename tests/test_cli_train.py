@@ -163,6 +163,7 @@ def test_missing_preset(text_file, tmp_path, capsys):
         (["--prompt", "oi", "--top-k", "0"], "top_k deve ser"),
         (["--prompt", "oi", "--temperature", "-1"], "temperature deve ser"),
         (["--prompt", "oi", "--max-new-tokens", "-2"], "max_new_tokens deve ser"),
+        (["--prompt", "oi", "--smollm2", "--repetition-penalty", "1.3"], "--repetition-penalty só vale"),
     ],
 )
 def test_generate_errors(tmp_path, capsys, extra, message):
