@@ -40,6 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from companion.lora import LoRAConfig
+from companion.train import TrainConfig
+
 __all__ = [
     "PROMPT_PREAMBLE",
     "RESPONSE_HEADER",
@@ -499,7 +502,7 @@ def add_lora_training_arguments(
     parser.add_argument("--no-progress", action="store_true", help="sem barra de progresso")
 
 
-def lora_training_configs(args: argparse.Namespace, eval_interval: int) -> tuple[Any, Any]:
+def lora_training_configs(args: argparse.Namespace, eval_interval: int) -> tuple[LoRAConfig, TrainConfig]:
     """Confere as opções de ``add_lora_training_arguments`` e monta ``(LoRAConfig, TrainConfig)``.
 
     Também recusa uma pasta ``--out`` que já tem um adaptador (nada é sobrescrito).
@@ -508,9 +511,6 @@ def lora_training_configs(args: argparse.Namespace, eval_interval: int) -> tuple
         FileExistsError: ``--out`` já tem ``adapter.safetensors``.
         ValueError: ``--limit`` ou ``--threads`` < 1, ou valores que as configurações recusam.
     """
-    from companion.lora import LoRAConfig
-    from companion.train import TrainConfig
-
     out = Path(args.out)
     if (out / "adapter.safetensors").exists():
         raise FileExistsError(f"já existe um adaptador em {out}; escolha outra pasta com --out.")
