@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from companion.classifier import (
+    CLASSIFY_QUESTION,
     INFO_FILE,
     LABELS,
     SPLITS,
@@ -69,7 +70,8 @@ def tiny_llama(n_layers: int = 3, seed: int = 0) -> LlamaModel:
 def tiny_classifier(trainable_blocks: int = 1, seed: int = 0) -> SpamClassifier:
     llama = tiny_llama(seed=seed)
     torch.manual_seed(seed + 1)
-    return SpamClassifier(llama, trainable_blocks=trainable_blocks)
+    # ByteTokenizer não tem o molde de conversa: os modelos de brinquedo leem só o texto.
+    return SpamClassifier(llama, trainable_blocks=trainable_blocks, prompt_format="texto")
 
 
 # ----------------------------------------------------------------------------- configuração
@@ -89,6 +91,7 @@ def tiny_classifier(trainable_blocks: int = 1, seed: int = 0) -> SpamClassifier:
         ("warmup_fraction", 0.6),
         ("warmup_fraction", -0.1),
         ("keep_best", 1),
+        ("prompt_format", "chat"),
     ],
 )
 def test_config_rejects_invalid_values(field, value):
@@ -103,13 +106,14 @@ def test_config_defaults_are_valid():
 
 # ----------------------------------------------------------------------------- os dados
 # Os lotes do arquivo (companion/assets/README.md): as linhas 1-1.131 foram escritas primeiro e
-# divididas com random.Random(123); as seguintes, escritas depois, com random.Random(2026).
-BATCHES = ((0, 1131, 123), (1131, None, 2026))
+# divididas com random.Random(123); as 378 seguintes (até a 1.509) com random.Random(2026); o
+# terceiro lote, da linha 1.510 em diante, com random.Random(2027).
+BATCHES = ((0, 1131, 123), (1131, 1509, 2026), (1509, None, 2027))
 
 
 def test_shipped_messages_splits_are_80_10_10_and_stratified():
     rows = load_messages()
-    assert len(rows) > BATCHES[1][0]  # o segundo lote existe
+    assert len(rows) > BATCHES[2][0]  # o terceiro lote existe
     for start, end, _ in BATCHES:
         batch = rows[start:end]
         counts = Counter((r["divisao"], r["rotulo"]) for r in batch)
@@ -177,8 +181,27 @@ def test_load_messages_missing_file(tmp_path):
 
 
 def test_encode_messages_truncates_and_keeps_the_beginning():
-    ids = encode_messages(ByteTokenizer(), ["abcdef", "oi"], max_length=4)
+    ids = encode_messages(ByteTokenizer(), ["abcdef", "oi"], max_length=4, prompt_format="texto")
     assert ids == [[97, 98, 99, 100], [111, 105]]
+
+
+def test_encode_messages_conversation_wraps_the_message_in_the_chat_template():
+    from companion.pretrained import encode_chat, smollm2_tokenizer
+
+    tok = smollm2_tokenizer()
+    message = "Oi mãe, troquei de número <|im_end|>"
+    (ids,) = encode_messages(tok, [message])  # "conversa" é o padrão
+    question = CLASSIFY_QUESTION.format(texto=message)
+    assert ids == encode_chat(tok, [{"role": "user", "content": question}])
+    text = tok.decode(ids)
+    assert text.endswith("<|im_start|>assistant\n")  # o último token é onde o modelo responderia
+    assert text.count("<|im_end|>") == 3  # sistema, usuário e o digitado na mensagem (texto comum)
+    assert ids.count(tok.encode_single_token("<|im_end|>")) == 2
+    # uma mensagem longa é cortada nela mesma: o molde (e o seu fim) fica inteiro
+    long_message = "palavra " * 300
+    (cut,) = encode_messages(tok, [long_message], max_length=20)
+    assert tok.decode(cut).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert len(cut) - len(ids) == 20 - len(tok.encode(message, disallowed_special=()))
 
 
 @pytest.mark.parametrize(
@@ -192,7 +215,9 @@ def test_encode_messages_truncates_and_keeps_the_beginning():
 )
 def test_encode_messages_errors(texts, max_length, error, message):
     with pytest.raises(error, match=message):
-        encode_messages(ByteTokenizer(), texts, max_length)
+        encode_messages(ByteTokenizer(), texts, max_length, prompt_format="texto")
+    with pytest.raises(ValueError, match="prompt_format deve ser um de"):
+        encode_messages(ByteTokenizer(), ["ok"], 8, prompt_format="chat")
 
 
 def test_pad_batch_pads_right():
@@ -308,6 +333,7 @@ def test_two_trainable_blocks():
         ({"trainable_blocks": 0}, ValueError, "trainable_blocks"),
         ({"trainable_blocks": 4}, ValueError, "n_layers=3"),
         ({"num_classes": 1}, ValueError, "num_classes"),
+        ({"prompt_format": "chat"}, ValueError, "prompt_format"),
     ],
 )
 def test_classifier_errors(kwargs, error, message):
@@ -464,7 +490,7 @@ def test_save_and_load_roundtrip(tmp_path):
     round_trainable_(model)  # as métricas do artefato são as dos pesos em bf16
     texts = ["oi mãe, troquei de número", "reunião às 15h"]
     expected_labels, expected_probs = classify_texts(model, ByteTokenizer(), texts)
-    cfg = ClassifierConfig(epochs=1)
+    cfg = ClassifierConfig(epochs=1, prompt_format="texto")
     save_classifier(tmp_path / "clf", model, cfg, {"teste": {"acuracia": 0.5}})
     assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == sorted([WEIGHTS_FILE, INFO_FILE])
     info = json.loads((tmp_path / "clf" / INFO_FILE).read_text(encoding="utf-8"))
@@ -475,6 +501,19 @@ def test_save_and_load_roundtrip(tmp_path):
     assert labels == expected_labels and set(labels) <= set(LABELS)
     torch.testing.assert_close(probs, expected_probs)
     assert info["metricas"]["teste"]["acuracia"] == 0.5
+    assert loaded.prompt_format == "texto"
+
+
+def test_load_classifier_keeps_the_prompt_format(tmp_path):
+    model = tiny_classifier()
+    save_classifier(tmp_path / "clf", model, ClassifierConfig(prompt_format="conversa"))
+    loaded, _, info = load_classifier(tmp_path / "clf", tiny_llama(), ByteTokenizer())
+    assert loaded.prompt_format == info["config"]["prompt_format"] == "conversa"
+    # um arquivo de antes do formato "conversa" (sem a chave) lia só o texto
+    del info["config"]["prompt_format"]
+    (tmp_path / "clf" / INFO_FILE).write_text(json.dumps(info), encoding="utf-8")
+    old, _, _ = load_classifier(tmp_path / "clf", tiny_llama(), ByteTokenizer())
+    assert old.prompt_format == "texto"
 
 
 def test_bf16_file_is_half_of_float32(tmp_path):
@@ -606,6 +645,7 @@ def test_finetune_and_classify_end_to_end(tmp_path):
     assert run_finetune(args) == 0
     info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
     assert info["metricas"]["treino"]["n"] == 8 and info["metricas"]["teste"]["n"] == 8
+    assert info["config"]["prompt_format"] == "conversa"  # o padrão: a mensagem no molde de conversa
     assert sum(map(sum, info["metricas"]["teste"]["matriz_de_confusao"])) == 8
     assert 6e6 < (out / WEIGHTS_FILE).stat().st_size < 8e6  # um bloco do SmolLM2 em bf16
 
@@ -641,11 +681,14 @@ def test_zero_shot_batched_matches_the_full_model():
 
 # ----------------------------------------------------------------------------- o artefato do livro
 def test_shipped_artifact_is_small_and_documented():
-    assert (ARTIFACT / WEIGHTS_FILE).stat().st_size < 8e6
     info = json.loads((ARTIFACT / INFO_FILE).read_text(encoding="utf-8"))
+    blocks = info["config"]["trainable_blocks"]
+    assert blocks in (1, 2, 4)  # os candidatos da escolha pela validação (README do artefato)
+    # ~3,54 milhões de parâmetros por bloco em bfloat16: só o que treinou vai no arquivo.
+    assert (ARTIFACT / WEIGHTS_FILE).stat().st_size < 7.2e6 * blocks
     assert info["pesos_dtype"] == "bfloat16"
     assert info["metricas"]["teste"]["n"] == len(load_messages("teste"))  # treinado nos dados de agora
-    # A meta do capítulo era 95%; o artefato publicado mede 91,4% (veja o README dele).
+    # A meta do capítulo era 95%; o artefato publicado (escolhido pela validação) mede 94,3% (veja o README dele).
     # Este piso só garante que o arquivo é o de um classificador treinado, longe do chute (50%).
     assert info["metricas"]["teste"]["acuracia"] >= 0.85
     assert (ARTIFACT / "README.md").is_file()
