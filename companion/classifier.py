@@ -98,6 +98,12 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _check_prompt_format(prompt_format: object, owner: str = "") -> None:
+    """Erro claro quando ``prompt_format`` não é um de ``PROMPT_FORMATS``."""
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"{owner}prompt_format deve ser um de {list(PROMPT_FORMATS)}; recebi {prompt_format!r}.")
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -169,10 +175,7 @@ class ClassifierConfig:
         self.warmup_fraction = float(self.warmup_fraction)
         if not isinstance(self.keep_best, bool):
             raise ValueError(f"ClassifierConfig: keep_best deve ser True ou False; recebi {self.keep_best!r}.")
-        if self.prompt_format not in PROMPT_FORMATS:
-            raise ValueError(
-                f"ClassifierConfig: prompt_format deve ser um de {list(PROMPT_FORMATS)}; recebi {self.prompt_format!r}."
-            )
+        _check_prompt_format(self.prompt_format, "ClassifierConfig: ")
 
 
 # ----------------------------------------------------------------------------- os dados
@@ -258,8 +261,9 @@ def encode_messages(
         raise TypeError(f"texts deve ser uma lista de textos; recebi {type(texts).__name__}.")
     if not _is_int(max_length) or max_length < 1:
         raise ValueError(f"max_length deve ser um inteiro >= 1; recebi {max_length!r}.")
-    if prompt_format not in PROMPT_FORMATS:
-        raise ValueError(f"prompt_format deve ser um de {list(PROMPT_FORMATS)}; recebi {prompt_format!r}.")
+    _check_prompt_format(prompt_format)
+    from companion.pretrained import encode_chat
+
     encoded = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
@@ -270,8 +274,6 @@ def encode_messages(
         if prompt_format == "texto":
             encoded.append(ids[:max_length])
             continue
-        from companion.pretrained import encode_chat
-
         if len(ids) > max_length:  # corta a mensagem, não o molde (o fim do molde é o token lido)
             text = tokenizer.decode(ids[:max_length])
         question = CLASSIFY_QUESTION.format(texto=text)
@@ -376,8 +378,7 @@ class SpamClassifier(nn.Module):
             raise ValueError(f"trainable_blocks deve ser um inteiro entre 1 e n_layers={n_layers}; recebi {trainable_blocks!r}.")
         if not _is_int(num_classes) or num_classes < 2:
             raise ValueError(f"num_classes deve ser um inteiro >= 2; recebi {num_classes!r}.")
-        if prompt_format not in PROMPT_FORMATS:
-            raise ValueError(f"prompt_format deve ser um de {list(PROMPT_FORMATS)}; recebi {prompt_format!r}.")
+        _check_prompt_format(prompt_format)
         self.cfg = llama.cfg
         self.prompt_format = prompt_format
         self.trainable_blocks = trainable_blocks
