@@ -107,13 +107,14 @@ def test_config_defaults_are_valid():
 # ----------------------------------------------------------------------------- os dados
 # Os lotes do arquivo (companion/assets/README.md): as linhas 1-1.131 foram escritas primeiro e
 # divididas com random.Random(123); as 378 seguintes (até a 1.509) com random.Random(2026); o
-# terceiro lote, da linha 1.510 em diante, com random.Random(2027).
-BATCHES = ((0, 1131, 123), (1131, 1509, 2026), (1509, None, 2027))
+# terceiro, as linhas 1.510-2.611, com random.Random(2027); o quarto, da linha 2.612 em diante,
+# com random.Random(2028).
+BATCHES = ((0, 1131, 123), (1131, 1509, 2026), (1509, 2611, 2027), (2611, None, 2028))
 
 
 def test_shipped_messages_splits_are_80_10_10_and_stratified():
     rows = load_messages()
-    assert len(rows) > BATCHES[2][0]  # o terceiro lote existe
+    assert len(rows) > BATCHES[3][0]  # o quarto lote existe
     for start, end, _ in BATCHES:
         batch = rows[start:end]
         counts = Counter((r["divisao"], r["rotulo"]) for r in batch)
@@ -688,7 +689,7 @@ def test_shipped_artifact_is_small_and_documented():
     assert (ARTIFACT / WEIGHTS_FILE).stat().st_size < 7.2e6 * blocks
     assert info["pesos_dtype"] == "bfloat16"
     assert info["metricas"]["teste"]["n"] == len(load_messages("teste"))  # treinado nos dados de agora
-    # A meta do capítulo era 95%; o artefato publicado (escolhido pela validação) mede 94,3% (veja o README dele).
+    # A meta do capítulo era 95%; o artefato publicado (escolhido pela validação) mede 93,05% (veja o README dele).
     # Este piso só garante que o arquivo é o de um classificador treinado, longe do chute (50%).
     assert info["metricas"]["teste"]["acuracia"] >= 0.85
     assert (ARTIFACT / "README.md").is_file()
