@@ -107,22 +107,30 @@ def test_config_defaults_are_valid():
 # ----------------------------------------------------------------------------- os dados
 # Os lotes do arquivo (companion/assets/README.md): as linhas 1-1.131 foram escritas primeiro e
 # divididas com random.Random(123); as 378 seguintes (até a 1.509) com random.Random(2026); o
-# terceiro, as linhas 1.510-2.611, com random.Random(2027); o quarto, da linha 2.612 em diante,
-# com random.Random(2028).
-BATCHES = ((0, 1131, 123), (1131, 1509, 2026), (1509, 2611, 2027), (2611, None, 2028))
+# terceiro, as linhas 1.510-2.611, com random.Random(2027); o quarto, as linhas 2.612-3.731, com
+# random.Random(2028) — todos 80/10/10. O quinto, da linha 3.732 em diante, foi dividido 60/20/20
+# com random.Random(2029), para crescer a validação e o teste.
+# (início, fim, semente, fração de treino, fração de validação)
+BATCHES = (
+    (0, 1131, 123, 0.8, 0.1),
+    (1131, 1509, 2026, 0.8, 0.1),
+    (1509, 2611, 2027, 0.8, 0.1),
+    (2611, 3731, 2028, 0.8, 0.1),
+    (3731, None, 2029, 0.6, 0.2),
+)
 
 
-def test_shipped_messages_splits_are_80_10_10_and_stratified():
+def test_shipped_messages_splits_follow_the_batch_fractions_and_are_stratified():
     rows = load_messages()
-    assert len(rows) > BATCHES[3][0]  # o quarto lote existe
-    for start, end, _ in BATCHES:
+    assert len(rows) > BATCHES[-1][0]  # o quinto lote existe
+    for start, end, _, f_train, f_val in BATCHES:
         batch = rows[start:end]
         counts = Counter((r["divisao"], r["rotulo"]) for r in batch)
         for label in LABELS:
             n = sum(counts[(s, label)] for s in SPLITS)
-            assert counts[("treino", label)] == round(0.8 * n)
-            assert counts[("validacao", label)] == round(0.1 * n)
-            assert counts[("teste", label)] == n - round(0.8 * n) - round(0.1 * n)
+            assert counts[("treino", label)] == round(f_train * n)
+            assert counts[("validacao", label)] == round(f_val * n)
+            assert counts[("teste", label)] == n - round(f_train * n) - round(f_val * n)
     # equilibrado no total
     totals = Counter(r["rotulo"] for r in rows)
     assert abs(totals["spam"] - totals["normal"]) <= 0.02 * len(rows)
@@ -133,14 +141,14 @@ def test_shipped_messages_splits_are_80_10_10_and_stratified():
 def test_shipped_split_follows_the_documented_rule():
     """Refaz a divisão como o README descreve (por lote e por rótulo, semente fixa) e compara."""
     rows = load_messages()
-    for start, end, seed in BATCHES:
+    for start, end, seed, f_train, f_val in BATCHES:
         batch = rows[start:end]
         rng = random.Random(seed)
         expected = {}
         for label in ("normal", "spam"):
             idx = [i for i, r in enumerate(batch) if r["rotulo"] == label]
             rng.shuffle(idx)
-            n_train, n_val = round(0.8 * len(idx)), round(0.1 * len(idx))
+            n_train, n_val = round(f_train * len(idx)), round(f_val * len(idx))
             for j, i in enumerate(idx):
                 expected[i] = "treino" if j < n_train else "validacao" if j < n_train + n_val else "teste"
         assert [r["divisao"] for r in batch] == [expected[i] for i in range(len(batch))]
