@@ -51,6 +51,8 @@ __all__ = [
     "PROMPT_FORMATS",
     "CLASSIFY_QUESTION",
     "ClassifierConfig",
+    "MessageBatch",
+    "MESSAGE_BATCHES",
     "load_messages",
     "encode_messages",
     "pad_batch",
@@ -179,6 +181,41 @@ class ClassifierConfig:
 
 
 # ----------------------------------------------------------------------------- os dados
+@dataclass(frozen=True)
+class MessageBatch:
+    """Um lote de ``mensagens.jsonl``: linhas escritas juntas e divididas com o mesmo sorteio.
+
+    Args:
+        start: índice (a partir de 0) da primeira mensagem do lote.
+        end: índice logo depois da última (``None`` = até o fim do arquivo).
+        seed: semente do ``random.Random`` que sorteou as divisões do lote.
+        train_fraction, val_fraction: frações de ``treino`` e de ``validacao`` em cada rótulo;
+            o resto é ``teste``.
+    """
+
+    start: int
+    end: int | None
+    seed: int
+    train_fraction: float
+    val_fraction: float
+
+    def rows(self, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+        """As mensagens deste lote, de uma lista com o arquivo inteiro (``load_messages()``)."""
+        return list(messages[self.start : self.end])
+
+
+# Os cinco lotes do arquivo de mensagens, na ordem em que foram escritos (o README dos dados conta
+# a história de cada um). Os quatro primeiros foram divididos 80/10/10; o quinto, 60/20/20, para
+# crescer a validação e o teste.
+MESSAGE_BATCHES: tuple[MessageBatch, ...] = (
+    MessageBatch(0, 1131, 123, 0.8, 0.1),
+    MessageBatch(1131, 1509, 2026, 0.8, 0.1),
+    MessageBatch(1509, 2611, 2027, 0.8, 0.1),
+    MessageBatch(2611, 3731, 2028, 0.8, 0.1),
+    MessageBatch(3731, None, 2029, 0.6, 0.2),
+)
+
+
 def load_messages(split: str | None = None, path: str | Path | None = None) -> list[dict[str, str]]:
     """As mensagens rotuladas do curso (ou de outro arquivo no mesmo formato).
 
@@ -676,6 +713,9 @@ def train_classifier(
                 mark = " (a melhor até aqui)" if cfg.keep_best and improved else ""
                 log(f"época {epoch + 1}: perda média {sum(recent) / len(recent):.4f} · "
                     f"validação: acurácia {val_accuracy:.2%}, perda {val_loss:.4f}{mark}")
+        elif log is not None:
+            recent = history["loss"][-steps_per_epoch:]
+            log(f"época {epoch + 1}: perda média {sum(recent) / len(recent):.4f}")
         if step >= total:
             break
     if bar is not None:
@@ -917,6 +957,9 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"fração dos passos com aquecimento (padrão {defaults.warmup_fraction:g})")
     parser.add_argument("--no-keep-best", action="store_true",
                         help="termina com os pesos da última época (padrão: os da melhor época de validação)")
+    parser.add_argument("--train-on-validation", action="store_true",
+                        help="reajuste final: treina com treino + validação, depois que a validação já escolheu a "
+                             "configuração; sem validação separada, ficam os pesos da última época")
     parser.add_argument("--limit", type=int, default=None, help="usa só as N primeiras mensagens de cada divisão (testes rápidos)")
     parser.add_argument("--float32", action="store_true", help="grava os pesos em float32 (padrão: bfloat16, metade do tamanho)")
     parser.add_argument("--threads", type=int, default=None, help="threads do PyTorch")
@@ -964,9 +1007,15 @@ def _run_finetune(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} existe e não é uma pasta.")
+    refit = args.train_on_validation
     data = _split_data(load_messages(path=args.data), args.limit)
     counts = {split: len(items) for split, items in data.items()}
     print(f"mensagens: {counts['treino']} de treino, {counts['validacao']} de validação, {counts['teste']} de teste")
+    if refit:
+        if not data["validacao"]:
+            raise ValueError("--train-on-validation pede mensagens com divisao='validacao'; os dados não têm nenhuma.")
+        print(f"reajuste final: o treino usa treino + validação ({counts['treino'] + counts['validacao']} mensagens); "
+              "ficam os pesos da última época")
 
     llama, tokenizer = load_smollm2()
     torch.manual_seed(cfg.seed)
@@ -981,6 +1030,10 @@ def _run_finetune(args: argparse.Namespace) -> int:
         labels[split] = torch.tensor([LABELS.index(r["rotulo"]) for r in items])
     prefix_seconds = time.perf_counter() - started
 
+    if refit:  # a validação vira treino: nada de keep_best, nada de métrica de validação
+        features["treino"] = features["treino"] + features.pop("validacao")
+        labels["treino"] = torch.cat([labels["treino"], labels.pop("validacao")])
+        features["validacao"], labels["validacao"] = [], torch.zeros(0, dtype=torch.long)
     has_val = bool(features["validacao"])
     history = train_classifier(
         model, features["treino"], labels["treino"], cfg,
@@ -1007,6 +1060,7 @@ def _run_finetune(args: argparse.Namespace) -> int:
                             "acuracia_validacao_por_epoca": [round(v, 4) for v in history["val_accuracy"]],
                             "perda_validacao_por_epoca": [round(v, 4) for v in history["val_loss"]],
                             "epoca_escolhida": history["best_epoch"]}
+    metrics["dados_de_treino"] = ["treino", "validacao"] if refit else ["treino"]
     metrics["tempo_segundos"] = {"total": round(seconds, 1), "prefixo": round(prefix_seconds, 1)}
     metrics["threads"] = torch.get_num_threads()
     save_classifier(out, model, cfg, metrics, weights_dtype)

@@ -25,6 +25,7 @@ from companion.classifier import (
     CLASSIFY_QUESTION,
     INFO_FILE,
     LABELS,
+    MESSAGE_BATCHES,
     SPLITS,
     WEIGHTS_FILE,
     ClassifierConfig,
@@ -105,26 +106,14 @@ def test_config_defaults_are_valid():
 
 
 # ----------------------------------------------------------------------------- os dados
-# Os lotes do arquivo (companion/assets/README.md): as linhas 1-1.131 foram escritas primeiro e
-# divididas com random.Random(123); as 378 seguintes (até a 1.509) com random.Random(2026); o
-# terceiro, as linhas 1.510-2.611, com random.Random(2027); o quarto, as linhas 2.612-3.731, com
-# random.Random(2028) — todos 80/10/10. O quinto, da linha 3.732 em diante, foi dividido 60/20/20
-# com random.Random(2029), para crescer a validação e o teste.
-# (início, fim, semente, fração de treino, fração de validação)
-BATCHES = (
-    (0, 1131, 123, 0.8, 0.1),
-    (1131, 1509, 2026, 0.8, 0.1),
-    (1509, 2611, 2027, 0.8, 0.1),
-    (2611, 3731, 2028, 0.8, 0.1),
-    (3731, None, 2029, 0.6, 0.2),
-)
-
-
 def test_shipped_messages_splits_follow_the_batch_fractions_and_are_stratified():
     rows = load_messages()
-    assert len(rows) > BATCHES[-1][0]  # o quinto lote existe
-    for start, end, _, f_train, f_val in BATCHES:
-        batch = rows[start:end]
+    assert len(rows) > MESSAGE_BATCHES[-1].start  # o quinto lote existe
+    # os lotes cobrem o arquivo inteiro, sem buraco nem sobreposição
+    assert [b.start for b in MESSAGE_BATCHES[1:]] == [b.end for b in MESSAGE_BATCHES[:-1]]
+    assert MESSAGE_BATCHES[0].start == 0 and MESSAGE_BATCHES[-1].end is None
+    for b in MESSAGE_BATCHES:
+        batch, f_train, f_val = b.rows(rows), b.train_fraction, b.val_fraction
         counts = Counter((r["divisao"], r["rotulo"]) for r in batch)
         for label in LABELS:
             n = sum(counts[(s, label)] for s in SPLITS)
@@ -141,9 +130,9 @@ def test_shipped_messages_splits_follow_the_batch_fractions_and_are_stratified()
 def test_shipped_split_follows_the_documented_rule():
     """Refaz a divisão como o README descreve (por lote e por rótulo, semente fixa) e compara."""
     rows = load_messages()
-    for start, end, seed, f_train, f_val in BATCHES:
-        batch = rows[start:end]
-        rng = random.Random(seed)
+    for b in MESSAGE_BATCHES:  # as linhas, sementes e frações que o README dos dados documenta
+        batch, f_train, f_val = b.rows(rows), b.train_fraction, b.val_fraction
+        rng = random.Random(b.seed)
         expected = {}
         for label in ("normal", "spam"):
             idx = [i for i, r in enumerate(batch) if r["rotulo"] == label]
@@ -640,6 +629,15 @@ def test_finetune_cli_errors(capsys, tmp_path):
     only_train.write_text(json.dumps({"texto": "oi", "rotulo": "normal", "divisao": "treino"}) + "\n", encoding="utf-8")
     assert run_finetune(parser.parse_args(["--out", str(tmp_path / "o"), "--data", str(only_train)])) == 1
     assert "divisao='teste'" in capsys.readouterr().err
+    no_val = tmp_path / "sem_validacao.jsonl"
+    no_val.write_text(
+        "".join(json.dumps({"texto": f"oi {i}", "rotulo": "normal", "divisao": d}) + "\n" for i, d in enumerate(("treino", "teste"))),
+        encoding="utf-8",
+    )
+    args = parser.parse_args(["--out", str(tmp_path / "o"), "--data", str(no_val), "--train-on-validation"])
+    assert run_finetune(args) == 1
+    assert "--train-on-validation pede mensagens com divisao='validacao'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # falhou antes de gravar qualquer coisa
 
 
 @pytest.mark.slow
@@ -668,6 +666,28 @@ def test_finetune_and_classify_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 2 and set(lines) <= set(LABELS)
+
+
+@pytest.mark.slow
+def test_finetune_on_train_plus_validation(tmp_path, capsys):
+    """O reajuste final treina com treino + validação e não finge ter medido a validação."""
+    from companion.classifier import run_finetune
+
+    out = tmp_path / "reajuste"
+    args = finetune_parser().parse_args(
+        ["--out", str(out), "--limit", "4", "--epochs", "2", "--batch-size", "4", "--no-progress", "--threads", "1",
+         "--train-on-validation"]
+    )
+    assert run_finetune(args) == 0
+    printed = capsys.readouterr().out
+    assert "treino + validação (8 mensagens)" in printed and "época 2: perda média" in printed
+    info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
+    metrics = info["metricas"]
+    assert metrics["dados_de_treino"] == ["treino", "validacao"]
+    assert metrics["treino"]["n"] == 8 and metrics["teste"]["n"] == 4
+    assert "validacao" not in metrics  # a validação virou treino: não há acurácia de validação a relatar
+    assert metrics["historico"]["epoca_escolhida"] is None  # sem validação, ficam os pesos da última época
+    assert len(metrics["historico"]["perda_por_passo"]) == 2 * 2  # 8 mensagens em lotes de 4, 2 épocas
 
 
 @pytest.mark.slow
