@@ -717,7 +717,7 @@ def test_shipped_artifact_is_small_and_documented():
     assert (ARTIFACT / WEIGHTS_FILE).stat().st_size < 7.2e6 * blocks
     assert info["pesos_dtype"] == "bfloat16"
     assert info["metricas"]["teste"]["n"] == len(load_messages("teste"))  # treinado nos dados de agora
-    # A meta do capítulo era 95%; o artefato publicado (escolhido pela validação) mede 94,30% (veja o README dele).
+    # O artefato publicado (reajuste com treino + validação, README dele) mede 95,28%; a meta era 95%.
     # Este piso só garante que o arquivo é o de um classificador treinado, longe do chute (50%).
     assert info["metricas"]["teste"]["acuracia"] >= 0.85
     assert (ARTIFACT / "README.md").is_file()
@@ -731,6 +731,6 @@ def test_shipped_artifact_reaches_the_reported_test_accuracy():
     preds = [LABELS.index(x) for x in labels]
     truth = [LABELS.index(r["rotulo"]) for r in rows]
     acc = accuracy(preds, truth)
-    assert acc >= 0.85
+    assert acc >= 0.95  # a meta do capítulo, refeita a partir dos pesos gravados
     assert acc == pytest.approx(info["metricas"]["teste"]["acuracia"], abs=1e-4)
     assert confusion_matrix(preds, truth).tolist() == info["metricas"]["teste"]["matriz_de_confusao"]
