@@ -31,7 +31,7 @@ import nbformat
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parent.parent
-SETUP_MARK = "companion.setup("
+SETUP_MARK = "companion.book.setup("
 VOLATILE_CELL_KEYS = ("execution", "ExecuteTime", "collapsed", "scrolled")
 GIT_URL = re.compile(r"git\+https://github\.com/[^\s\"'@]+")
 WIDGET_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")

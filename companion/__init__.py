@@ -4,6 +4,10 @@ Cada capítulo do livro constrói uma peça à mão e depois a importa daqui. Os
 públicos abaixo são carregados sob demanda (``companion.GPTModel`` só importa
 ``companion.model`` quando você o usa), para que ``import companion`` seja rápido
 e um módulo em construção não quebre os outros.
+
+Três camadas, uma por pasta: a biblioteca (os módulos daqui), a linha de comando
+(``companion.cli``) e o que só o livro usa (``companion.book``: estilo, gráficos,
+controles interativos).
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ __version__ = "0.1.0"
 
 # nome público -> módulo que o define (o capítulo que o constrói está no docstring do módulo)
 _EXPORTS: dict[str, str] = {
-    # cap. 1 — fundamentos
+    # partida: reprodutibilidade, device e precisão
     "setup": "reproducibility",
+    "device": "hardware",
+    "precision": "hardware",
+    "autocast": "hardware",
+    # cap. 1 — fundamentos
     "split_words": "ngram",
     "join_words": "ngram",
     "NGramModel": "ngram",
@@ -38,22 +46,26 @@ _EXPORTS: dict[str, str] = {
     "CausalAttention": "attention",
     "MultiHeadAttentionWrapper": "attention",
     # cap. 4 — arquitetura
+    "CausalLM": "lm",
     "GPTConfig": "model",
     "GPTModel": "model",
     "generate": "generation",
     # cap. 5 — pré-treinamento
-    "cross_entropy_by_hand": "train",
-    "perplexity": "train",
-    "calc_loss_batch": "train",
-    "calc_loss_loader": "train",
+    "cross_entropy_by_hand": "loss",
+    "perplexity": "loss",
+    "calc_loss_batch": "loss",
+    "calc_loss_loader": "loss",
     "TrainConfig": "train",
+    "train": "train",
     "save_checkpoint": "checkpoint",
     "load_checkpoint": "checkpoint",
-    "load_gpt2_from_hf": "hf_gpt2",
+    "load_trained": "runs",
+    "load_gpt2_from_hf": "pretrained.hf_gpt2",
     # cap. 5 — do GPT-2 ao Llama (pesos pré-treinados de verdade)
     "LlamaConfig": "llama",
     "LlamaModel": "llama",
-    "load_smollm2": "pretrained",
+    "load_smollm2": "pretrained.smollm2",
+    "chat_reply": "chat",
     # cap. 6 — ajuste fino para classificação
     "SpamClassifier": "classifier",
     "ClassifierConfig": "classifier",

@@ -1,6 +1,6 @@
 """Benchmark do modelo: tokens por segundo no treino e na geração (cap. 4).
 
-``python -m companion bench --preset curso-medio`` mede, para um *preset* de
+``run_benchmark`` (e o comando ``python -m companion bench --preset curso-medio``) mede, para um *preset* de
 ``GPTConfig``:
 
 - **treino**: um passo completo — *forward*, perda (entropia cruzada), *backward* e
@@ -16,7 +16,6 @@ para comparar o modelo do curso com implementações de referência.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 from companion.generation import generate
 from companion.model import GPTConfig, GPTModel, count_parameters
 
-__all__ = ["BenchResult", "median_seconds", "train_step", "run_benchmark", "format_table", "add_command"]
+__all__ = ["BenchResult", "median_seconds", "train_step", "run_benchmark", "format_table"]
 
 PROMPT_TOKENS = 8  # tamanho do prompt aleatório da geração
 
@@ -189,38 +188,3 @@ def format_table(result: BenchResult) -> str:
         speedup = r.gen_cached_tokens_per_s / r.gen_uncached_tokens_per_s
         table += f"\n\nO KV cache deixou a geração {fmt(speedup)}x mais rápida."
     return table
-
-
-def _run(args: argparse.Namespace) -> int:
-    result = run_benchmark(
-        preset=args.preset,
-        batch_size=args.batch_size,
-        context=args.context,
-        steps=args.steps,
-        gen_tokens=args.gen_tokens,
-        threads=args.threads,
-        train=not args.no_train,
-        gen=not args.no_gen,
-        seed=args.seed,
-    )
-    print(format_table(result))
-    return 0
-
-
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    """Registra ``python -m companion bench``."""
-    parser = subparsers.add_parser(
-        "bench",
-        help="mede tokens/s do modelo no treino e na geração (com e sem KV cache)",
-        description=__doc__.split("\n\n")[0],
-    )
-    parser.add_argument("--preset", default="curso-medio", choices=list(GPTConfig.PRESETS), help="preset do modelo")
-    parser.add_argument("--batch-size", type=int, default=8, help="lote do treino (padrão: 8)")
-    parser.add_argument("--context", type=int, default=None, help="tokens por sequência no treino (padrão: do preset)")
-    parser.add_argument("--steps", type=int, default=3, help="repetições medidas de cada medida (padrão: 3)")
-    parser.add_argument("--gen-tokens", type=int, default=200, help="tokens novos por geração (padrão: 200)")
-    parser.add_argument("--threads", type=int, default=1, help="threads do PyTorch (padrão: 1)")
-    parser.add_argument("--seed", type=int, default=0, help="semente (padrão: 0)")
-    parser.add_argument("--no-train", action="store_true", help="não mede o treino")
-    parser.add_argument("--no-gen", action="store_true", help="não mede a geração")
-    parser.set_defaults(handler=_run)

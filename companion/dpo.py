@@ -26,18 +26,16 @@ Este arquivo, na ordem do capítulo:
 4. ``reference_logprobs`` — as log-probabilidades da referência, calculadas uma vez só
    (a referência está congelada);
 5. ``evaluate_dpo`` e ``train_dpo`` (o laço de ``companion.instruct`` com a perda DPO);
-6. ``load_tuned_smollm2`` — o SmolLM2 com os adaptadores empilhados (instruções, DPO);
-7. a tarefa ``python -m companion finetune dpo``, que parte do modelo ajustado a
-   instruções (o adaptador é somado aos pesos e vira a referência) e grava só o
-   adaptador novo, pequeno, e um ``metrics.json``.
+6. ``load_tuned_smollm2`` — o SmolLM2 com os adaptadores empilhados (instruções, DPO).
+
+A tarefa ``python -m companion finetune dpo`` (``companion.cli.finetune``) parte do
+modelo ajustado a instruções (o adaptador é somado aos pesos e vira a referência) e grava
+só o adaptador novo, pequeno, e um ``metrics.json``.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,19 +45,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from companion.data import SPLITS, load_jsonl
+from companion.hardware import autocast
 from companion.instruct import (
     EOS_TOKEN,
     IGNORE_INDEX,
-    SPLITS,
     collate_instructions,
-    command_line,
     format_prompt,
-    generate_response,
-    load_jsonl_split,
 )
 
 __all__ = [
     "PREFERENCES_ASSET",
+    "SPLITS",
     "PreferencePair",
     "sequence_logprobs",
     "dpo_loss",
@@ -71,9 +68,6 @@ __all__ = [
     "pair_margins",
     "train_dpo",
     "load_tuned_smollm2",
-    "FINETUNE_HELP",
-    "add_finetune_arguments",
-    "run_finetune",
 ]
 
 PREFERENCES_ASSET = "finetune/preferencias.jsonl"
@@ -186,7 +180,10 @@ def load_preferences(split: str | None = None) -> list[dict[str, str]]:
     Args:
         split: ``"treino"``, ``"validacao"``, ``"teste"`` ou ``None`` (todos).
     """
-    return load_jsonl_split(PREFERENCES_ASSET, split)
+    return load_jsonl(
+        PREFERENCES_ASSET, {"instrucao": None, "entrada": None, "escolhida": None, "rejeitada": None}, split,
+        may_be_empty=("entrada",),
+    )
 
 
 def encode_preferences(entries: Sequence[Mapping[str, str]], tokenizer: Any) -> list[PreferencePair]:
@@ -235,7 +232,7 @@ def reference_logprobs(
     model: nn.Module,
     pairs: Sequence[PreferencePair],
     batch_size: int = 8,
-    bf16: bool = False,
+    precision: str = "fp32",
     max_length: int | None = None,
 ) -> None:
     """Preenche ``ref_chosen`` e ``ref_rejected`` de cada par com o modelo dado (a referência).
@@ -249,7 +246,7 @@ def reference_logprobs(
     try:
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start : start + batch_size]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with autocast(precision, device):
                 chosen, rejected = _pair_logprobs(model, batch, max_length)
             for pair, c, r in zip(batch, chosen.tolist(), rejected.tolist()):
                 pair.ref_chosen, pair.ref_rejected = c, r
@@ -271,7 +268,7 @@ def evaluate_dpo(
     pairs: Sequence[PreferencePair],
     beta: float = 0.1,
     batch_size: int = 8,
-    bf16: bool = False,
+    precision: str = "fp32",
     max_length: int | None = None,
 ) -> dict[str, float]:
     """Perda DPO, margem média, acurácia das recompensas e log-probabilidades médias num conjunto.
@@ -293,7 +290,7 @@ def evaluate_dpo(
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start : start + batch_size]
             ref_c, ref_r = _ref_tensors(batch, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with autocast(precision, device):
                 pol_c, pol_r = _pair_logprobs(model, batch, max_length)
             out = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta)
             n = len(batch)
@@ -315,7 +312,7 @@ def pair_margins(
     pairs: Sequence[PreferencePair],
     beta: float = 0.1,
     batch_size: int = 8,
-    bf16: bool = False,
+    precision: str = "fp32",
     max_length: int | None = None,
 ) -> Tensor:
     """A margem ``r_w - r_l`` de cada par (para olhar além da média de ``evaluate_dpo``).
@@ -334,7 +331,7 @@ def pair_margins(
         for start in range(0, len(pairs), batch_size):
             batch = pairs[start : start + batch_size]
             ref_c, ref_r = _ref_tensors(batch, device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with autocast(precision, device):
                 pol_c, pol_r = _pair_logprobs(model, batch, max_length)
             margins.append(dpo_loss(pol_c, pol_r, ref_c, ref_r, beta).margins)
     finally:
@@ -413,7 +410,7 @@ def load_tuned_smollm2(
         ValueError: adaptador empilhado sobre outro que não o do treino.
     """
     from companion.assets import sha256_of
-    from companion.lora import _adapter_file, load_lora_adapter, read_adapter_metadata
+    from companion.lora import adapter_file, load_lora_adapter, read_adapter_metadata
     from companion.pretrained import load_smollm2
 
     infos = [read_adapter_metadata(adapter)[1] for adapter in adapters]  # erros claros antes de carregar
@@ -427,121 +424,6 @@ def load_tuned_smollm2(
                 f"passe antes dele o adaptador de instruções usado no treino (--adapter na ordem do treino)."
             )
         load_lora_adapter(adapter, model, merge=True)
-        previous = sha256_of(_adapter_file(adapter))
+        previous = sha256_of(adapter_file(adapter))
     model.eval()
     return model, tokenizer
-
-
-# ----------------------------------------------------------------------------- linha de comando
-FINETUNE_HELP = "alinhamento por preferências (DPO) sobre o modelo ajustado a instruções; grava só o adaptador (cap. 6)"
-
-DEFAULT_SFT_ADAPTER = "book/06-ajuste-fino/artefatos/instrucoes-lora"
-
-
-def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    """Opções de ``python -m companion finetune dpo``."""
-    from companion.instruct import add_lora_training_arguments
-
-    parser.add_argument("--out", required=True, help="pasta de saída (adapter.safetensors e metrics.json)")
-    parser.add_argument("--sft-adapter", default=DEFAULT_SFT_ADAPTER,
-                        help=f"adaptador do ajuste por instruções, ponto de partida e referência (padrão {DEFAULT_SFT_ADAPTER})")
-    parser.add_argument("--beta", type=float, default=0.1, help="beta da DPO (padrão 0.1)")
-    add_lora_training_arguments(parser, steps=120, batch_size=4, unit="pares", lr=5e-4, dropout=0.0)
-
-
-def run_finetune(args: argparse.Namespace) -> int:
-    """Executa ``python -m companion finetune dpo`` (veja ``add_finetune_arguments``)."""
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as error:
-        print(f"erro: {error}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
-    from companion.assets import asset_path, sha256_of
-    from companion.checkpoint import atomic_write_json
-    from companion.instruct import encode_instructions, evaluate_instructions, load_instructions, lora_training_configs
-    from companion.lora import _adapter_file, apply_lora, count_parameters, read_adapter_metadata, save_lora_adapter
-
-    out = Path(args.out)
-    if isinstance(args.beta, bool) or not math.isfinite(args.beta) or args.beta <= 0:
-        raise ValueError(f"--beta deve ser um número > 0 (0,1 é o usual); recebi {args.beta}.")
-    lora_cfg, train_cfg = lora_training_configs(args, eval_interval=args.steps)
-    read_adapter_metadata(args.sft_adapter)  # confere já que o adaptador de instruções existe
-    sft_sha = sha256_of(_adapter_file(args.sft_adapter))
-    torch.set_num_threads(args.threads)
-
-    began = time.perf_counter()
-    model, tokenizer = load_tuned_smollm2([args.sft_adapter])  # a referência: o modelo ajustado, somado
-    rows = {s: load_preferences(s)[: args.limit] for s in SPLITS}
-    pairs = {s: encode_preferences(r, tokenizer) for s, r in rows.items()}
-    instr_test = encode_instructions(load_instructions("teste")[: args.limit], tokenizer)
-    print(f"preferências: {len(pairs['treino'])} pares de treino, {len(pairs['validacao'])} de validação, "
-          f"{len(pairs['teste'])} de teste | beta {args.beta:g}")
-    bf16 = train_cfg.bf16
-    for split_pairs in pairs.values():
-        reference_logprobs(model, split_pairs, args.batch_size, bf16, args.max_length)
-
-    def measure() -> dict[str, Any]:
-        result: dict[str, Any] = {
-            s: evaluate_dpo(model, pairs[s], args.beta, args.batch_size, bf16, args.max_length) for s in ("validacao", "teste")
-        }
-        result["instructions_test_loss"] = evaluate_instructions(model, instr_test, 8, True, bf16, args.max_length)
-        return result
-
-    shown = rows["teste"][: args.examples]
-    answers_before = [generate_response(model, tokenizer, e, 64) for e in shown]
-    before = measure()
-    # fração dos pares em que a referência já acha a escolhida mais provável que a rejeitada
-    before["reference_prefers_chosen"] = {
-        s: sum(p.ref_chosen > p.ref_rejected for p in pairs[s]) / len(pairs[s]) for s in ("validacao", "teste")
-    }
-    print(f"antes:  perda DPO de teste {before['teste']['loss']:.4f} (log 2) | a referência já prefere a escolhida "
-          f"em {100 * before['reference_prefers_chosen']['teste']:.0f}% dos pares de teste")
-
-    torch.manual_seed(args.seed)
-    apply_lora(model, lora_cfg.targets, lora_cfg.r, lora_cfg.alpha, lora_cfg.dropout)
-    trainable, total = count_parameters(model)
-    train_began = time.perf_counter()
-    history = train_dpo(model, pairs["treino"], train_cfg, args.beta, max_length=args.max_length,
-                        progress=not args.no_progress)
-    train_seconds = time.perf_counter() - train_began
-    after = measure()
-    answers_after = [generate_response(model, tokenizer, e, 64) for e in shown]
-    for s in ("validacao", "teste"):
-        print(f"depois ({s}): perda DPO {after[s]['loss']:.4f} | margem {after[s]['margin']:.3f} | "
-              f"acurácia das recompensas {100 * after[s]['accuracy']:.1f}%")
-    print(f"perda nas instruções de teste: {before['instructions_test_loss']:.4f} -> {after['instructions_test_loss']:.4f}")
-
-    info = {"task": "dpo", "seed": args.seed, "beta": args.beta, "steps": args.steps,
-            "base_adapter": Path(args.sft_adapter).name, "base_adapter_sha256": sft_sha,
-            "data_sha256": sha256_of(asset_path(PREFERENCES_ASSET))}
-    file = save_lora_adapter(out, model, lora_cfg, **info)
-    metrics = {
-        "task": "dpo",
-        "command": command_line("dpo", args),
-        "seed": args.seed,
-        "beta": args.beta,
-        "base_adapter": info["base_adapter"],
-        "base_adapter_sha256": sft_sha,
-        "lora": lora_cfg.to_dict(),
-        "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
-                  "bf16": bf16, "max_length": args.max_length, "threads": args.threads},
-        "data": {"file": PREFERENCES_ASSET, "sha256": info["data_sha256"], "counts": {s: len(v) for s, v in pairs.items()}},
-        "parameters": {"trainable": trainable, "total": total},
-        "before": before,
-        "after": after,
-        "history": history,
-        "examples": [
-            {"instrucao": e["instrucao"], "entrada": e.get("entrada", ""), "escolhida": e["escolhida"],
-             "rejeitada": e["rejeitada"], "antes": a, "depois": b}
-            for e, a, b in zip(shown, answers_before, answers_after)
-        ],
-        "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.perf_counter() - began, 1),
-        "adapter_bytes": file.stat().st_size,
-    }
-    atomic_write_json(out / "metrics.json", metrics)
-    print(f"treino em {train_seconds:.0f} s; adaptador de {file.stat().st_size / 1e6:.2f} MB gravado em {file}")
-    return 0

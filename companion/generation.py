@@ -10,17 +10,19 @@ primeiro passo processa o *prompt* e guarda as chaves e os valores de cada bloco
 passos seguintes passam só o token novo. As contas são as mesmas: o cache nunca muda
 um token escolhido (os testes conferem).
 
-O modelo precisa seguir a interface do ``GPTModel``: ``cfg.context_length``,
-``cfg.vocab_size``, ``check_input``, ``new_kv_caches`` e
-``forward(idx, kv_caches=None, *, last_only=False)``.
+Um só ``generate`` serve a todos os modelos do curso (GPT, Llama, Gemma 3): basta seguir a
+interface ``companion.lm.CausalLM`` — ``cfg.context_length``, ``cfg.vocab_size``,
+``check_input``, ``new_kv_caches`` e ``forward(idx, kv_caches=None, *, last_only=False)``.
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Collection
 
 import torch
 from torch import Tensor, nn
+
+from companion._checks import check_int, check_number, is_int
 
 __all__ = ["generate", "sample_next_token", "check_decoding_args"]
 
@@ -68,10 +70,6 @@ class _DecodeLayout:
         self.saved.clear()
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def check_decoding_args(
     max_new_tokens: object,
     temperature: object,
@@ -80,7 +78,7 @@ def check_decoding_args(
     eos_id: object = None,
     vocab_size: int | None = None,
     repetition_penalty: object = 1.0,
-) -> None:
+) -> tuple[int, ...]:
     """Confere os parâmetros de decodificação, com erros claros em português.
 
     Args:
@@ -88,44 +86,29 @@ def check_decoding_args(
         temperature: número >= 0 (0 = decodificação gulosa).
         top_k: ``None`` ou inteiro >= 1.
         top_p: ``None`` ou número em ``(0, 1]``.
-        eos_id: ``None`` ou inteiro em ``[0, vocab_size)``.
+        eos_id: ``None``, um ID ou uma coleção de IDs em ``[0, vocab_size)`` (modelos de
+            conversa têm mais de um token de fim).
         vocab_size: tamanho do vocabulário, para conferir ``eos_id``.
         repetition_penalty: número finito > 0 (1 = sem penalidade).
+
+    Returns:
+        Os IDs de fim, em ordem (vazio se ``eos_id`` é ``None``).
 
     Raises:
         ValueError: algum valor fora do permitido (a mensagem diz qual e o que vale).
     """
-    if not _is_int(max_new_tokens) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens deve ser um inteiro >= 0; recebi {max_new_tokens!r}.")
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not math.isfinite(temperature)
-        or temperature < 0
-    ):
-        raise ValueError(
-            f"temperature deve ser um número finito >= 0 (0 = escolha gulosa); recebi {temperature!r}."
-        )
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        raise ValueError(f"top_k deve ser None ou um inteiro >= 1; recebi {top_k!r}.")
-    if top_p is not None and (
-        isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0.0 < top_p <= 1.0
-    ):
-        raise ValueError(f"top_p deve ser None ou um número em (0, 1]; recebi {top_p!r}.")
-    if (
-        isinstance(repetition_penalty, bool)
-        or not isinstance(repetition_penalty, (int, float))
-        or not math.isfinite(repetition_penalty)
-        or repetition_penalty <= 0
-    ):
-        raise ValueError(
-            "repetition_penalty deve ser um número finito > 0 (1 = sem penalidade; "
-            f"> 1 desestimula repetir tokens); recebi {repetition_penalty!r}."
-        )
-    if eos_id is not None:
-        limit = "" if vocab_size is None else f" e < vocab_size={vocab_size}"
-        if not _is_int(eos_id) or eos_id < 0 or (vocab_size is not None and eos_id >= vocab_size):
-            raise ValueError(f"eos_id deve ser None ou um ID de token >= 0{limit}; recebi {eos_id!r}.")
+    check_int("max_new_tokens", max_new_tokens, 0)
+    check_number("temperature", temperature, 0.0)
+    check_int("top_k", top_k, 1, allow_none=True)
+    check_number("top_p", top_p, 0.0, 1.0, min_open=True, allow_none=True)
+    check_number("repetition_penalty", repetition_penalty, 0.0, min_open=True)
+    if eos_id is None:
+        return ()
+    ids = (eos_id,) if is_int(eos_id) else tuple(eos_id) if isinstance(eos_id, Collection) and not isinstance(eos_id, str) else None
+    high = "" if vocab_size is None else f" e < vocab_size={vocab_size}"
+    if not ids or not all(is_int(e) and e >= 0 and (vocab_size is None or e < vocab_size) for e in ids):
+        raise ValueError(f"eos_id deve ser None, um ID de token >= 0{high} ou uma coleção deles; recebi {eos_id!r}.")
+    return tuple(sorted(set(ids)))
 
 
 def apply_repetition_penalty(logits: Tensor, previous: Tensor, penalty: float) -> Tensor:
@@ -203,12 +186,12 @@ def generate(
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
-    eos_id: int | None = None,
+    eos_id: int | Collection[int] | None = None,
     use_cache: bool = True,
     generator: torch.Generator | None = None,
     repetition_penalty: float = 1.0,
 ) -> Tensor:
-    """Gera ``max_new_tokens`` tokens depois de ``idx`` (cap. 4; amostragem no cap. 5).
+    """Gera ``max_new_tokens`` tokens depois de ``idx`` com qualquer modelo do curso (cap. 4; amostragem no cap. 5).
 
     O modelo é posto em modo ``eval`` durante a geração (sem *dropout*) e volta ao
     modo em que estava no fim.
@@ -217,22 +200,23 @@ def generate(
     cada passo usa os últimos ``context_length`` tokens da sequência (um *prompt* mais
     longo também é cortado assim). Com cache, a escolha do curso é **nunca mudar o
     resultado**: enquanto a sequência cabe na janela, cada passo passa só o token novo;
-    quando a janela enche, como os *embeddings* posicionais são absolutos (cada token
-    mudaria de posição), o cache é refeito a cada passo a partir dos últimos
-    ``context_length`` tokens — o mesmo custo e os mesmos tokens da geração sem cache.
+    quando a janela enche, o cache é refeito a cada passo a partir dos últimos
+    ``context_length`` tokens (cada token muda de posição na janela) — o mesmo custo e
+    os mesmos tokens da geração sem cache.
 
-    **Fim de texto.** Com ``eos_id``, uma sequência que gera esse token para: as
-    posições seguintes dela são preenchidas com ``eos_id``; quando todas as sequências
-    do lote param, a geração termina antes (a saída pode ser mais curta).
+    **Fim de texto.** Com ``eos_id`` (um ID ou vários: modelos de conversa têm mais de
+    um), uma sequência que gera um deles para: as posições seguintes dela repetem esse
+    token; quando todas as sequências do lote param, a geração termina antes (a saída
+    pode ser mais curta).
 
     Args:
-        model: um ``GPTModel`` (ou algo com a mesma interface).
+        model: um ``companion.lm.CausalLM`` (``GPTModel``, ``LlamaModel``, ``Gemma3Model``).
         idx: *prompt* ``(B, T)`` de IDs inteiros, ``T >= 1``.
         max_new_tokens: quantos tokens gerar (>= 0).
         temperature: 0 = gulosa (sempre o mais provável); > 0 = amostragem.
         top_k: mantém só os ``k`` tokens mais prováveis (``None`` = todos).
         top_p: mantém o menor conjunto com probabilidade total >= ``top_p`` (``None`` = todos).
-        eos_id: ID do token de fim de texto, ou ``None``.
+        eos_id: ID (ou coleção de IDs) de fim de texto, ou ``None``.
         use_cache: usa o KV cache (mais rápido; mesmos tokens).
         generator: ``torch.Generator`` para sorteios reprodutíveis.
         repetition_penalty: > 1 desestimula tokens que já estão na sequência
@@ -240,15 +224,19 @@ def generate(
 
     Returns:
         IDs ``(B, T + n)`` (``torch.long``), com ``n = max_new_tokens`` — ou menos, se
-        todas as sequências chegarem a ``eos_id``.
+        todas as sequências chegarem ao fim de texto.
 
     Raises:
         TypeError / ValueError: entrada ou parâmetros inválidos (mensagens em português).
     """
     cfg = getattr(model, "cfg", None)
     if not isinstance(model, nn.Module) or cfg is None or not hasattr(model, "new_kv_caches"):
-        raise TypeError(f"generate espera um GPTModel; recebi {type(model).__name__}.")
-    check_decoding_args(max_new_tokens, temperature, top_k, top_p, eos_id, cfg.vocab_size, repetition_penalty)
+        raise TypeError(
+            f"generate espera um modelo do curso (GPTModel, LlamaModel, Gemma3Model...); recebi {type(model).__name__}."
+        )
+    eos_ids = check_decoding_args(
+        max_new_tokens, temperature, top_k, top_p, eos_id, cfg.vocab_size, repetition_penalty
+    )
     if not isinstance(use_cache, bool):
         raise ValueError(f"use_cache deve ser True ou False; recebi {use_cache!r}.")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -262,13 +250,16 @@ def generate(
     if max_new_tokens == 0:
         return out
     finished = torch.zeros(B, 1, dtype=torch.bool, device=idx.device)
+    eos_tensor = torch.tensor(eos_ids, dtype=torch.long, device=idx.device) if eos_ids else None
 
     was_training = model.training
     model.eval()
     rearrange = idx.device.type == "cpu" and B * max_new_tokens >= _MIN_TOKENS_FOR_LAYOUT
     try:
         with _DecodeLayout(model, enabled=rearrange):
-            caches = model.new_kv_caches(B) if use_cache else None
+            # Só as posições que a geração vai usar (um cache de context_length inteiro
+            # custaria ~1 GB num modelo de contexto 32k).
+            caches = model.new_kv_caches(B, min(ctx, T + max_new_tokens)) if use_cache else None
 
             def next_logits(length: int) -> Tensor:
                 """*Logits* ``(B, V)`` do próximo token, dada a sequência ``out[:, :length]``."""
@@ -281,7 +272,8 @@ def generate(
                     for cache in caches:
                         cache.reset()
                     window = out[:, length - ctx : length]
-                return model(window, caches, last_only=True)[:, -1]  # (B, V)
+                # o prompt já foi conferido; os tokens escolhidos aqui são válidos por construção
+                return model(window, caches, last_only=True, check=False)[:, -1]  # (B, V)
 
             length = T
             logits = next_logits(length)  # (B, V)
@@ -290,12 +282,13 @@ def generate(
                 token = sample_next_token(
                     logits, temperature, top_k, top_p, generator, previous, repetition_penalty
                 )  # (B, 1)
-                if eos_id is not None:
-                    token = token.masked_fill(finished, eos_id)
-                    finished |= token == eos_id
+                if eos_tensor is not None:
+                    # quem já terminou repete o próprio token de fim
+                    token = torch.where(finished, out[:, length - 1 : length], token)
+                    finished |= torch.isin(token, eos_tensor)
                 out[:, length : length + 1] = token
                 length += 1
-                if eos_id is not None and bool(finished.all()):
+                if eos_tensor is not None and bool(finished.all()):
                     break
                 if step + 1 < max_new_tokens:  # o último token não precisa de mais uma passada
                     logits = next_logits(length)

@@ -17,30 +17,26 @@ entropia cruzada do pré-treinamento. O capítulo 6 constrói, nesta ordem:
 4. ``instruction_loss`` e ``evaluate_instructions`` — a perda média por token de
    resposta (a perplexidade é ``exp`` dela);
 5. ``train_instructions`` — o laço de treino (só os parâmetros treináveis, isto é, os
-   da LoRA; *autocast* em bf16 opcional), que reaproveita ``TrainConfig``, ``lr_at``,
+   da LoRA; *autocast* em bf16 onde o hardware o tem), que reaproveita ``TrainConfig``, ``lr_at``,
    ``make_optimizer`` e ``batch_indices`` do cap. 5;
-6. ``generate_response`` — a resposta do modelo a uma instrução;
-7. a tarefa ``python -m companion finetune instruct`` (``FINETUNE_HELP``,
-   ``add_finetune_arguments``, ``run_finetune``), que treina a LoRA no SmolLM2 e grava
-   só o adaptador (alguns MB) e um ``metrics.json``.
+6. ``generate_response`` — a resposta do modelo a uma instrução.
+
+A tarefa ``python -m companion finetune instruct`` (``companion.cli.finetune``) treina a
+LoRA no SmolLM2 e grava só o adaptador (alguns MB) e um ``metrics.json``.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
-import time
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from companion.lora import LoRAConfig
+from companion.data import SPLITS, load_jsonl
+from companion.hardware import autocast
 from companion.train import TrainConfig
 
 __all__ = [
@@ -48,9 +44,9 @@ __all__ = [
     "RESPONSE_HEADER",
     "IGNORE_INDEX",
     "SPLITS",
+    "INSTRUCTIONS_ASSET",
     "format_prompt",
     "format_example",
-    "load_jsonl_split",
     "load_instructions",
     "encode_instructions",
     "collate_instructions",
@@ -58,9 +54,6 @@ __all__ = [
     "evaluate_instructions",
     "train_instructions",
     "generate_response",
-    "FINETUNE_HELP",
-    "add_finetune_arguments",
-    "run_finetune",
 ]
 
 PROMPT_PREAMBLE = (
@@ -70,10 +63,11 @@ INSTRUCTION_HEADER = "### Instrução:"
 INPUT_HEADER = "### Entrada:"
 RESPONSE_HEADER = "### Resposta:"
 IGNORE_INDEX = -100  # o ignore_index padrão de F.cross_entropy
-SPLITS = ("treino", "validacao", "teste")
 EOS_TOKEN = "<|endoftext|>"  # o fim de texto do SmolLM2 (ID 0): a resposta termina nele
 
 INSTRUCTIONS_ASSET = "finetune/instrucoes.jsonl"
+# Campos do TrainConfig que o laço de instruções não usa: mudá-los é um erro, não um silêncio.
+IGNORED_TRAIN_FIELDS = ("grad_accum_steps", "eval_batches")
 
 
 # ----------------------------------------------------------------------------- o molde
@@ -129,38 +123,14 @@ def format_example(entry: Mapping[str, str]) -> str:
 
 
 # ----------------------------------------------------------------------------- os dados
-def load_jsonl_split(asset: str, split: str | None = None) -> list[dict[str, str]]:
-    """Lê um JSONL do curso (conferido por sha256) e filtra pela chave ``"divisao"``.
-
-    Args:
-        asset: caminho relativo a ``companion/assets`` (ex.: ``"finetune/instrucoes.jsonl"``).
-        split: ``"treino"``, ``"validacao"``, ``"teste"`` ou ``None`` (todos).
-
-    Returns:
-        Os registros, na ordem do arquivo.
-
-    Raises:
-        ValueError: divisão desconhecida.
-    """
-    from companion.assets import asset_path
-
-    if split is not None and split not in SPLITS:
-        raise ValueError(f"divisão desconhecida: {split!r}; use uma de {list(SPLITS)} ou None (todas).")
-    rows = []
-    with open(asset_path(asset), encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                rows.append(json.loads(line))
-    return [r for r in rows if split is None or r.get("divisao") == split]
-
-
 def load_instructions(split: str | None = None) -> list[dict[str, str]]:
     """Os exemplos de instrução do curso (``instrucao``, ``entrada``, ``saida``, ``divisao``).
 
     Args:
         split: ``"treino"``, ``"validacao"``, ``"teste"`` ou ``None`` (todos).
     """
-    return load_jsonl_split(INSTRUCTIONS_ASSET, split)
+    return load_jsonl(INSTRUCTIONS_ASSET, {"instrucao": None, "entrada": None, "saida": None}, split,
+                      may_be_empty=("entrada",))
 
 
 def encode_instructions(
@@ -285,7 +255,7 @@ def evaluate_instructions(
     items: Sequence[tuple[Sequence[int], int]],
     batch_size: int = 8,
     mask_prompt: bool = True,
-    bf16: bool = False,
+    precision: str = "fp32",
     max_length: int | None = None,
 ) -> float:
     """Perda média por token-alvo num conjunto inteiro (por padrão, só os da resposta).
@@ -299,7 +269,7 @@ def evaluate_instructions(
         items: pares ``(ids, prompt_len)``.
         batch_size: exemplos por lote.
         mask_prompt: conta só os tokens da resposta (padrão) ou também os do *prompt*.
-        bf16: *autocast* em bf16.
+        precision: ``"fp32"`` ou ``"bf16"`` (*autocast*).
         max_length: como em ``collate_instructions``.
 
     Returns:
@@ -321,7 +291,7 @@ def evaluate_instructions(
         for start in range(0, len(order), batch_size):
             batch = [items[i] for i in order[start : start + batch_size]]
             inputs, targets = collate_instructions(batch, mask_prompt=mask_prompt, max_length=max_length)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            with autocast(precision, device):
                 total += float(instruction_loss(model, inputs.to(device), targets.to(device), reduction="sum"))
             count += int((targets != IGNORE_INDEX).sum())
     finally:
@@ -355,7 +325,7 @@ def train_instructions(
         val_items: os de validação (ou ``None``).
         cfg: um ``companion.train.TrainConfig`` (usa ``steps``, ``batch_size``, ``lr``,
             ``min_lr``, ``warmup_steps``, ``weight_decay``, ``grad_clip``,
-            ``eval_interval``, ``bf16`` e ``seed``).
+            ``eval_interval``, ``precision`` e ``seed``).
         mask_prompt: ignora os alvos do *prompt* no treino.
         max_length: corta sequências longas.
         progress: barra de progresso (``tqdm.auto``).
@@ -372,23 +342,30 @@ def train_instructions(
     """
     from tqdm.auto import tqdm
 
-    from companion.train import TrainConfig, _Permutations, batch_indices, lr_at, make_optimizer
+    from companion.train import EpochPermutations, batch_indices, lr_at, make_optimizer
 
     if not isinstance(cfg, TrainConfig):
         raise TypeError(f"cfg deve ser um companion.train.TrainConfig; recebi {type(cfg).__name__}.")
+    defaults = TrainConfig()
+    ignored = [name for name in IGNORED_TRAIN_FIELDS if getattr(cfg, name) != getattr(defaults, name)]
+    if ignored:
+        raise ValueError(
+            f"train_instructions não usa {', '.join(ignored)} do TrainConfig (o laço não acumula gradientes e "
+            "avalia a validação inteira); deixe esses campos no padrão."
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("o modelo não tem parâmetros treináveis: aplique a LoRA antes (apply_lora).")
     device = next(model.parameters()).device
     optimizer = make_optimizer(model, cfg)
-    permutations = _Permutations(len(train_items), cfg.seed)
+    permutations = EpochPermutations(len(train_items), cfg.seed)
     batch_indices(len(train_items), cfg.batch_size, cfg.seed, 0, permutations)  # confere o tamanho já
     history: dict[str, list] = {"step": [], "val_loss": [], "step_loss": [], "lr": []}
 
     def run_eval(step: int) -> None:
         if val_items is None or loss_fn is not None:
             return
-        val = evaluate_instructions(model, val_items, cfg.batch_size, True, cfg.bf16, max_length)
+        val = evaluate_instructions(model, val_items, cfg.batch_size, True, cfg.precision, max_length)
         history["step"].append(step)
         history["val_loss"].append(val)
         if verbose:
@@ -408,7 +385,7 @@ def train_instructions(
             optimizer.zero_grad(set_to_none=True)
             idx = batch_indices(len(train_items), cfg.batch_size, cfg.seed, step, permutations).tolist()
             batch = [train_items[i] for i in idx]
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with autocast(cfg.precision, device):
                 if loss_fn is None:
                     inputs, targets = collate_instructions(batch, mask_prompt=mask_prompt, max_length=max_length)
                     loss = instruction_loss(model, inputs.to(device), targets.to(device))
@@ -447,7 +424,7 @@ def generate_response(
     Returns:
         O texto gerado até o fim de texto (ou até o limite), sem espaços nas pontas.
     """
-    from companion.llama import generate_llama
+    from companion.generation import generate
 
     if isinstance(entry, str):
         entry = {"instrucao": entry, "entrada": ""}
@@ -455,195 +432,7 @@ def generate_response(
     specials = tokenizer.special_tokens_set
     stop = [tokenizer.encode_single_token(t) for t in (EOS_TOKEN, "<|im_end|>") if t in specials]
     device = next(model.parameters()).device
-    out = generate_llama(model, torch.tensor([ids], device=device), max_new_tokens, eos_id=stop)  # (1, T + n)
+    out = generate(model, torch.tensor([ids], device=device), max_new_tokens, eos_id=stop)  # (1, T + n)
     new = [t for t in out[0, len(ids) :].tolist() if t not in stop]
     text = tokenizer.decode(new)
     return text.split(f"\n{INSTRUCTION_HEADER}")[0].strip()  # um modelo sem ajuste às vezes inventa outra instrução
-
-
-# ----------------------------------------------------------------------------- linha de comando
-FINETUNE_HELP = "ajuste fino por instruções do SmolLM2 com LoRA; grava só o adaptador (cap. 6)"
-
-DEFAULT_STEPS = 150
-
-
-def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
-    """Opções de ``python -m companion finetune instruct``."""
-    parser.add_argument("--out", required=True, help="pasta de saída (adapter.safetensors e metrics.json)")
-    add_lora_training_arguments(parser, steps=DEFAULT_STEPS, batch_size=8, unit="exemplos", lr=1e-3, dropout=0.05)
-    parser.add_argument("--no-mask-prompt", action="store_true",
-                        help="treina também nos tokens do prompt (por padrão só a resposta conta)")
-    parser.add_argument("--eval-interval", type=int, default=40, help="avalia a cada N passos (padrão 40)")
-
-
-def add_lora_training_arguments(
-    parser: argparse.ArgumentParser, *, steps: int, batch_size: int, unit: str, lr: float, dropout: float
-) -> None:
-    """As opções comuns aos ajustes com LoRA (``finetune instruct`` e ``finetune dpo``).
-
-    Cada tarefa passa os seus padrões; ``unit`` diz o que vai num lote ("exemplos", "pares").
-    Leia as opções de volta com ``lora_training_configs``.
-    """
-    parser.add_argument("--steps", type=int, default=steps, help=f"passos de otimização (padrão {steps})")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"{unit} por lote (padrão {batch_size})")
-    parser.add_argument("--lr", type=float, default=lr, help=f"taxa de aprendizado máxima (padrão {lr:g})")
-    parser.add_argument("--warmup-steps", type=int, default=10, help="passos de aquecimento (padrão 10)")
-    parser.add_argument("--rank", type=int, default=8, help="posto r da LoRA (padrão 8)")
-    parser.add_argument("--alpha", type=float, default=16.0, help="alpha da LoRA (padrão 16)")
-    parser.add_argument("--dropout", type=float, default=dropout, help=f"dropout da LoRA (padrão {dropout:g})")
-    parser.add_argument("--targets", default="q_proj,v_proj",
-                        help="camadas adaptadas, separadas por vírgula (padrão q_proj,v_proj)")
-    parser.add_argument("--max-length", type=int, default=256, help="corta exemplos com mais tokens (padrão 256)")
-    parser.add_argument("--no-bf16", action="store_true", help="treina em float32 puro (sem autocast bf16)")
-    parser.add_argument("--seed", type=int, default=123, help="semente (padrão 123)")
-    parser.add_argument("--threads", type=int, default=1, help="threads do PyTorch (padrão 1)")
-    parser.add_argument("--limit", type=int, default=None, help=f"usa só os N primeiros {unit} de cada divisão (testes)")
-    parser.add_argument("--examples", type=int, default=4, help="respostas de teste guardadas no metrics.json (padrão 4)")
-    parser.add_argument("--no-progress", action="store_true", help="sem barra de progresso")
-
-
-def lora_training_configs(args: argparse.Namespace, eval_interval: int) -> tuple[LoRAConfig, TrainConfig]:
-    """Confere as opções de ``add_lora_training_arguments`` e monta ``(LoRAConfig, TrainConfig)``.
-
-    Também recusa uma pasta ``--out`` que já tem um adaptador (nada é sobrescrito).
-
-    Raises:
-        FileExistsError: ``--out`` já tem ``adapter.safetensors``.
-        ValueError: ``--limit`` ou ``--threads`` < 1, ou valores que as configurações recusam.
-    """
-    out = Path(args.out)
-    if (out / "adapter.safetensors").exists():
-        raise FileExistsError(f"já existe um adaptador em {out}; escolha outra pasta com --out.")
-    lora_cfg = LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout, targets=_parse_targets(args.targets))
-    train_cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
-        weight_decay=0.0, grad_clip=1.0, eval_interval=eval_interval, bf16=not args.no_bf16, seed=args.seed,
-    )
-    if args.limit is not None and args.limit < 1:
-        raise ValueError(f"--limit deve ser >= 1; recebi {args.limit}.")
-    if args.threads < 1:
-        raise ValueError(f"--threads deve ser >= 1; recebi {args.threads}.")
-    return lora_cfg, train_cfg
-
-
-def _parse_targets(text: str) -> tuple[str, ...]:
-    targets = tuple(t.strip() for t in text.split(",") if t.strip())
-    if not targets:
-        raise ValueError(f"--targets precisa de ao menos um nome de camada; recebi {text!r}.")
-    return targets
-
-
-def _load_base(threads: int) -> tuple[nn.Module, Any]:
-    from companion.pretrained import load_smollm2
-
-    torch.set_num_threads(threads)
-    return load_smollm2(torch.float32)
-
-
-def _sample_answers(model: nn.Module, tokenizer: Any, entries: Sequence[Mapping[str, str]], max_new_tokens: int = 48) -> list[str]:
-    return [generate_response(model, tokenizer, e, max_new_tokens) for e in entries]
-
-
-def run_finetune(args: argparse.Namespace) -> int:
-    """Executa ``python -m companion finetune instruct`` (veja ``add_finetune_arguments``)."""
-    try:
-        return _run(args)
-    except (ValueError, FileNotFoundError, FileExistsError, TypeError) as error:
-        print(f"erro: {error}", file=sys.stderr)
-        return 1
-
-
-def _run(args: argparse.Namespace) -> int:
-    from companion.checkpoint import atomic_write_json
-    from companion.lora import apply_lora, count_parameters, save_lora_adapter
-
-    out = Path(args.out)
-    lora_cfg, train_cfg = lora_training_configs(args, args.eval_interval)
-    mask_prompt = not args.no_mask_prompt
-    began = time.perf_counter()
-    model, tokenizer = _load_base(args.threads)
-    splits = {s: load_instructions(s)[: args.limit] for s in SPLITS}
-    items = {s: encode_instructions(rows, tokenizer) for s, rows in splits.items()}
-    print(
-        f"instruções: {len(items['treino'])} de treino, {len(items['validacao'])} de validação, "
-        f"{len(items['teste'])} de teste | prompt mascarado: {'sim' if mask_prompt else 'não'}"
-    )
-    shown = splits["teste"][: args.examples]
-
-    def measure() -> dict[str, float]:
-        return {
-            s: evaluate_instructions(model, items[s], args.batch_size, True, train_cfg.bf16, args.max_length)
-            for s in ("validacao", "teste")
-        }
-
-    before = measure()
-    answers_before = _sample_answers(model, tokenizer, shown)
-    print(f"antes:  perda de validação {before['validacao']:.4f} | de teste {before['teste']:.4f}")
-
-    torch.manual_seed(args.seed)  # o sorteio de A da LoRA
-    apply_lora(model, lora_cfg.targets, lora_cfg.r, lora_cfg.alpha, lora_cfg.dropout)
-    trainable, total = count_parameters(model)
-    counts = f"{trainable:,} parâmetros treináveis de {total:,}".replace(",", ".")
-    print(f"LoRA r={lora_cfg.r}, alpha={lora_cfg.alpha:g} em {', '.join(lora_cfg.targets)}: "
-          f"{counts} ({100 * trainable / total:.2f}%)")
-    train_began = time.perf_counter()
-    history = train_instructions(
-        model, items["treino"], items["validacao"], train_cfg, mask_prompt=mask_prompt,
-        max_length=args.max_length, progress=not args.no_progress,
-    )
-    train_seconds = time.perf_counter() - train_began
-    after = measure()
-    answers_after = _sample_answers(model, tokenizer, shown)
-    print(f"depois: perda de validação {after['validacao']:.4f} | de teste {after['teste']:.4f}")
-
-    command = command_line("instruct", args)
-    info = {"task": "instruct", "seed": args.seed, "mask_prompt": mask_prompt, "steps": args.steps,
-            "data_sha256": _asset_sha256(INSTRUCTIONS_ASSET)}
-    file = save_lora_adapter(out, model, lora_cfg, **info)
-    metrics = {
-        "task": "instruct",
-        "command": command,
-        "seed": args.seed,
-        "lora": lora_cfg.to_dict(),
-        "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
-                  "bf16": train_cfg.bf16, "mask_prompt": mask_prompt, "max_length": args.max_length,
-                  "threads": args.threads},
-        "data": {"file": INSTRUCTIONS_ASSET, "sha256": info["data_sha256"],
-                 "counts": {s: len(v) for s, v in items.items()}},
-        "parameters": {"trainable": trainable, "total": total},
-        "loss_before": before,
-        "loss_after": after,
-        "perplexity_before": {s: math.exp(v) for s, v in before.items()},
-        "perplexity_after": {s: math.exp(v) for s, v in after.items()},
-        "history": history,
-        "examples": [
-            {"instrucao": e["instrucao"], "entrada": e.get("entrada", ""), "esperado": e["saida"],
-             "antes": a, "depois": b}
-            for e, a, b in zip(shown, answers_before, answers_after)
-        ],
-        "train_seconds": round(train_seconds, 1),
-        "total_seconds": round(time.perf_counter() - began, 1),
-        "adapter_bytes": file.stat().st_size,
-    }
-    atomic_write_json(out / "metrics.json", metrics)
-    print(f"treino em {train_seconds:.0f} s; adaptador de {file.stat().st_size / 1e6:.2f} MB gravado em {file}")
-    return 0
-
-
-def command_line(task: str, args: argparse.Namespace) -> str:
-    """O comando completo (todas as opções explícitas) que reproduz um ajuste: vai para o metrics.json."""
-    import shlex
-
-    parts = ["python", "-m", "companion", "finetune", task]
-    for name, value in vars(args).items():
-        if name in ("handler", "task", "command") or value is None or value is False:
-            continue
-        flag = "--" + name.replace("_", "-")
-        parts += [flag] if value is True else [flag, str(value)]
-    return shlex.join(parts)
-
-
-def _asset_sha256(name: str) -> str:
-    from companion.assets import asset_path, sha256_of
-
-    return sha256_of(asset_path(name))

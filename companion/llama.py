@@ -16,8 +16,9 @@ blocos com atenção causal e *feed-forward*, normalização final e uma cabeça
    encolhe o KV cache;
 5. cabeça de saída amarrada ao *embedding* (``tie_weights``), sem vieses em lugar nenhum.
 
-``LlamaModel`` junta tudo e ``generate_llama`` gera texto (gulosa ou por amostragem)
-com o ``KVCache`` do cap. 3. O carregamento do SmolLM2-135M-Instruct de verdade está
+``LlamaModel`` junta tudo sobre a interface comum ``companion.lm.CausalLM`` — a mesma do
+GPT —, e por isso o mesmo ``companion.generation.generate`` gera texto com ele, com o
+``KVCache`` do cap. 3. O carregamento do SmolLM2-135M-Instruct de verdade está
 em ``companion.pretrained``.
 
 Nomes dos parâmetros (estáveis; ``companion.pretrained`` os usa ao carregar o GGUF)::
@@ -36,9 +37,6 @@ vocabulário, ``H`` = cabeças de consulta, ``G`` = cabeças de chave/valor, ``D
 
 from __future__ import annotations
 
-import dataclasses
-import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,8 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from companion._checks import check_bool, check_int, check_number, is_int
 from companion.attention import KVCache
-from companion.generation import check_decoding_args, sample_next_token
+from companion.lm import CausalLM, PresetsMixin
 
 __all__ = [
     "LlamaConfig",
@@ -59,21 +58,12 @@ __all__ = [
     "GroupedQueryAttention",
     "LlamaBlock",
     "LlamaModel",
-    "generate_llama",
 ]
 
 
 # ----------------------------------------------------------------------------- configuração
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @dataclass
-class LlamaConfig:
+class LlamaConfig(PresetsMixin):
     """Hiperparâmetros de um modelo da família Llama (cap. 5).
 
     Os valores padrão são os do SmolLM2-135M (``LlamaConfig.preset("smollm2-135m")``).
@@ -113,10 +103,9 @@ class LlamaConfig:
     PRESETS: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __post_init__(self) -> None:
+        owner = "LlamaConfig: "
         for name in ("vocab_size", "context_length", "emb_dim", "n_layers", "n_heads", "n_kv_heads", "hidden_dim"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"LlamaConfig: {name} deve ser um inteiro >= 1; recebi {value!r}.")
+            check_int(name, getattr(self, name), 1, owner=owner)
         if self.emb_dim % self.n_heads != 0:
             raise ValueError(
                 f"LlamaConfig: emb_dim ({self.emb_dim}) deve ser divisível por n_heads ({self.n_heads}), "
@@ -133,15 +122,9 @@ class LlamaConfig:
                 f"LlamaConfig: head_dim = emb_dim // n_heads = {self.head_dim} deve ser par, porque "
                 "a RoPE gira as coordenadas aos pares."
             )
-        for name in ("rope_base", "norm_eps"):
-            value = getattr(self, name)
-            if not _is_number(value) or not math.isfinite(value) or value <= 0:
-                raise ValueError(f"LlamaConfig: {name} deve ser um número > 0; recebi {value!r}.")
-            setattr(self, name, float(value))
-        if self.rope_base <= 1.0:
-            raise ValueError(f"LlamaConfig: rope_base deve ser > 1 (ex.: 10000.0); recebi {self.rope_base!r}.")
-        if not isinstance(self.tie_weights, bool):
-            raise ValueError(f"LlamaConfig: tie_weights deve ser True ou False; recebi {self.tie_weights!r}.")
+        self.rope_base = check_number("rope_base", self.rope_base, 1.0, min_open=True, owner=owner)
+        self.norm_eps = check_number("norm_eps", self.norm_eps, 0.0, min_open=True, owner=owner)
+        check_bool("tie_weights", self.tie_weights, owner=owner)
 
     @property
     def head_dim(self) -> int:
@@ -173,16 +156,7 @@ class LlamaConfig:
         Raises:
             ValueError: nome desconhecido (a mensagem lista os válidos) ou campo inválido.
         """
-        if name not in cls.PRESETS:
-            valid = ", ".join(cls.PRESETS)
-            raise ValueError(f"preset desconhecido: {name!r}. Os válidos são: {valid}.")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(
-                f"LlamaConfig.preset: campo(s) desconhecido(s) {unknown}; os campos são {sorted(fields)}."
-            )
-        return cls(**{**cls.PRESETS[name], **overrides})
+        return super().preset(name, **overrides)
 
 
 LlamaConfig.PRESETS = {
@@ -272,7 +246,7 @@ def rope_angles(
     Raises:
         ValueError: ``head_dim`` ímpar ou < 2, ou ``positions`` que não é 1-D.
     """
-    if not _is_int(head_dim) or head_dim < 2 or head_dim % 2 != 0:
+    if not is_int(head_dim) or head_dim < 2 or head_dim % 2 != 0:
         raise ValueError(f"head_dim deve ser um inteiro par >= 2; recebi {head_dim!r}.")
     if not isinstance(positions, Tensor) or positions.dim() != 1:
         shape = tuple(positions.shape) if isinstance(positions, Tensor) else type(positions).__name__
@@ -365,8 +339,7 @@ class GroupedQueryAttention(nn.Module):
     def __init__(self, emb_dim: int, n_heads: int, n_kv_heads: int) -> None:
         super().__init__()
         for name, value in (("emb_dim", emb_dim), ("n_heads", n_heads), ("n_kv_heads", n_kv_heads)):
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"GroupedQueryAttention: {name} deve ser um inteiro >= 1; recebi {value!r}.")
+            check_int(name, value, 1, owner="GroupedQueryAttention: ")
         if emb_dim % n_heads != 0:
             raise ValueError(
                 f"GroupedQueryAttention: emb_dim ({emb_dim}) deve ser divisível por n_heads ({n_heads})."
@@ -459,7 +432,7 @@ class LlamaBlock(nn.Module):
         return x + self.ffn(self.ffn_norm(x))
 
 
-class LlamaModel(nn.Module):
+class LlamaModel(CausalLM):
     """Um modelo de linguagem da família Llama (cap. 5): IDs ``(B, T)`` -> *logits* ``(B, T, V)``.
 
     *Embedding* de tokens (sem *embedding* posicional: a posição entra pela RoPE dentro
@@ -497,207 +470,23 @@ class LlamaModel(nn.Module):
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
 
-    # ------------------------------------------------------------------ validação da entrada
-    def check_input(self, idx: object, start: int = 0) -> None:
-        """Confere os IDs antes de qualquer conta, com erros claros em português.
+    # ------------------------------------------------------------------ a interface CausalLM
+    @property
+    def kv_heads(self) -> int:
+        """Cabeças de chave/valor: ``n_kv_heads`` (o KV cache do SmolLM2 é 3x menor que o de um GPT)."""
+        return self.cfg.n_kv_heads
 
-        Args:
-            idx: o que se pretende passar a ``forward``.
-            start: posição do primeiro token (``> 0`` quando há tokens no KV cache).
+    @property
+    def head_dim(self) -> int:
+        return self.cfg.head_dim
 
-        Raises:
-            TypeError: não é tensor, ou não é de inteiros.
-            ValueError: não é 2-D, está vazio, ultrapassa ``context_length`` ou tem IDs
-                fora de ``[0, vocab_size)``.
-        """
-        if not isinstance(idx, Tensor):
-            raise TypeError(
-                f"LlamaModel espera um tensor de IDs de tokens (torch.long); recebi {type(idx).__name__}."
-            )
-        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-            raise TypeError(f"os IDs de tokens devem ser inteiros (torch.long); recebi dtype {idx.dtype}.")
-        if idx.dim() != 2:
-            raise ValueError(
-                "LlamaModel espera IDs no formato (lote, tokens), um tensor 2-D; recebi o formato "
-                f"{tuple(idx.shape)}. Para uma única frase use idx.unsqueeze(0)."
-            )
-        B, T = idx.shape
-        if B == 0 or T == 0:
-            raise ValueError(f"a entrada está vazia (formato {tuple(idx.shape)}); mande ao menos um token.")
-        ctx = self.cfg.context_length
-        if start + T > ctx:
-            where = f"{T} tokens" if start == 0 else f"{T} tokens novos depois de {start} no cache"
-            raise ValueError(
-                f"a sequência tem {where}, mas o modelo aceita no máximo context_length={ctx}; "
-                f"corte a entrada (por exemplo idx[:, -{ctx}:])."
-            )
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= self.cfg.vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"ID de token fora do vocabulário: {bad}; os IDs permitidos vão de 0 a "
-                f"{self.cfg.vocab_size - 1} (vocab_size={self.cfg.vocab_size})."
-            )
+    def embed(self, idx: Tensor, start: int) -> Tensor:
+        """Só o *embedding* de tokens: a posição entra pela RoPE, dentro da atenção."""
+        return self.tok_emb(idx)  # (B, T, C)
 
-    # ------------------------------------------------------------------ KV cache
-    def new_kv_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
-        """Um ``KVCache`` vazio por bloco, com ``n_kv_heads`` cabeças, no ``dtype``/``device`` do modelo.
+    def block_inputs(self, start: int, T: int, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Os ângulos da RoPE das posições ``[start, start + T)``: ``(cos, sin)``, cada um ``(T, D)``."""
+        positions = torch.arange(start, start + T, device=x.device)  # (T,)
+        return rope_angles(self.cfg.head_dim, positions, self.cfg.rope_base, dtype=x.dtype)
 
-        Args:
-            batch_size: tamanho do lote da geração.
-            max_len: posições reservadas (padrão: ``context_length`` — 8192 no SmolLM2,
-                ~380 MB em ``float32``; reserve só o que vai usar).
-
-        Returns:
-            Lista com ``n_layers`` caches ``(B, n_kv_heads, max_len, head_dim)``.
-
-        Raises:
-            ValueError: ``max_len`` fora de ``[1, context_length]`` (ou tamanho inválido).
-        """
-        ctx = self.cfg.context_length
-        max_len = ctx if max_len is None else max_len
-        if not _is_int(max_len) or not 1 <= max_len <= ctx:
-            raise ValueError(f"max_len deve ser um inteiro entre 1 e context_length={ctx}; recebi {max_len!r}.")
-        weight = self.tok_emb.weight
-        return [
-            KVCache(batch_size, self.cfg.n_kv_heads, max_len, self.cfg.head_dim, dtype=weight.dtype, device=weight.device)
-            for _ in range(self.cfg.n_layers)
-        ]
-
-    # ------------------------------------------------------------------ forward
-    def forward(
-        self,
-        idx: Tensor,
-        kv_caches: list[KVCache] | None = None,
-        *,
-        last_only: bool = False,
-    ) -> Tensor:
-        """Calcula os *logits* do próximo token para cada posição.
-
-        Args:
-            idx: IDs ``(B, T)`` inteiros em ``[0, vocab_size)``. Com ``kv_caches``, só os
-                tokens NOVOS, que ocupam as posições ``[length, length + T)`` dos caches.
-            kv_caches: um ``KVCache`` por bloco (de ``new_kv_caches``) ou ``None``. São
-                atualizados no lugar.
-            last_only: calcula os *logits* só da última posição (a geração só precisa
-                dela; com 49.152 tokens, a cabeça é a maior conta do SmolLM2).
-
-        Returns:
-            *Logits* ``(B, T, V)`` — ou ``(B, 1, V)`` com ``last_only=True`` — no ``dtype``
-            do modelo.
-
-        Raises:
-            TypeError / ValueError: entrada inválida (veja ``check_input``) ou número de
-                caches diferente de ``n_layers``.
-        """
-        start = 0
-        if kv_caches is not None:
-            if len(kv_caches) != self.cfg.n_layers:
-                raise ValueError(
-                    f"kv_caches deve ter um cache por bloco ({self.cfg.n_layers}); recebi {len(kv_caches)}."
-                )
-            start = kv_caches[0].length
-        self.check_input(idx, start)
-        T = idx.shape[1]
-
-        x = self.tok_emb(idx)  # (B, T, C)
-        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
-        cos, sin = rope_angles(self.cfg.head_dim, positions, self.cfg.rope_base, dtype=x.dtype)  # (T, D) cada
-        for i, block in enumerate(self.blocks):
-            x = block(x, cos, sin, None if kv_caches is None else kv_caches[i])  # (B, T, C)
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        x = self.final_norm(x)
-        if self.out_head is None:
-            return F.linear(x, self.tok_emb.weight)  # (B, T, V): a cabeça amarrada
-        return self.out_head(x)  # (B, T, V)
-
-
-# ----------------------------------------------------------------------------- geração
-@torch.no_grad()
-def generate_llama(
-    model: LlamaModel,
-    idx: Tensor,
-    max_new_tokens: int,
-    *,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    eos_id: int | Iterable[int] | None = None,
-    use_cache: bool = True,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """Gera até ``max_new_tokens`` tokens depois de ``idx`` (cap. 5).
-
-    Com ``use_cache=True`` o *prompt* passa pelo modelo uma vez (guardando chaves e
-    valores de cada bloco) e depois cada passo processa só o token novo. Sem cache,
-    cada passo reprocessa a sequência inteira (cortada nos últimos ``context_length``
-    tokens) — mais lento, mas útil para conferir que o cache não muda nada.
-
-    Args:
-        model: um ``LlamaModel`` (é posto em modo ``eval``).
-        idx: *prompt* ``(B, T)`` de IDs (``T >= 1``).
-        max_new_tokens: quantos tokens gerar no máximo (``>= 0``).
-        temperature: 0 escolhe sempre o mais provável (gulosa); > 0 sorteia de
-            ``softmax(logits / temperature)``.
-        top_k: só sorteia entre os ``top_k`` mais prováveis.
-        top_p: só sorteia entre os mais prováveis cuja probabilidade somada alcança
-            ``top_p`` (amostragem de núcleo).
-        eos_id: ID (ou IDs) que encerram a geração; o token de fim entra na saída. Num
-            lote, uma sequência que terminou recebe o mesmo ID de fim até as outras acabarem.
-        use_cache: usa o KV cache (padrão) ou recalcula tudo a cada passo.
-        generator: ``torch.Generator`` com semente, para amostragem reprodutível.
-
-    Returns:
-        ``(B, T + n)`` com ``n <= max_new_tokens`` tokens novos.
-
-    Raises:
-        TypeError: ``model`` não é ``LlamaModel``.
-        ValueError: valores inválidos (a mensagem diz qual e o que é permitido) ou, com
-            cache, ``T + max_new_tokens > context_length``.
-    """
-    if not isinstance(model, LlamaModel):
-        raise TypeError(f"generate_llama espera um LlamaModel; recebi {type(model).__name__}.")
-    # A mesma conferência e o mesmo amostrador do GPT (companion.generation).
-    check_decoding_args(max_new_tokens, temperature, top_k, top_p)
-    if not isinstance(use_cache, bool):
-        raise ValueError(f"use_cache deve ser True ou False; recebi {use_cache!r}.")
-    model.check_input(idx)
-    eos: set[int] = set()
-    if eos_id is not None:
-        eos = {eos_id} if _is_int(eos_id) else set(eos_id)  # type: ignore[arg-type]
-        if not eos or not all(_is_int(e) and 0 <= e < model.cfg.vocab_size for e in eos):
-            raise ValueError(
-                f"eos_id deve ser um ID (ou uma coleção de IDs) entre 0 e {model.cfg.vocab_size - 1}; "
-                f"recebi {eos_id!r}."
-            )
-    B, T = idx.shape
-    ctx = model.cfg.context_length
-    if use_cache and T + max_new_tokens > ctx:
-        raise ValueError(
-            f"prompt ({T} tokens) + max_new_tokens ({max_new_tokens}) passa de context_length={ctx}; "
-            "gere menos tokens, corte o prompt ou use use_cache=False (janela deslizante)."
-        )
-    model.eval()
-    if max_new_tokens == 0:
-        return idx
-
-    eos_tensor = torch.tensor(sorted(eos), device=idx.device) if eos else None
-    finished = torch.zeros(B, dtype=torch.bool, device=idx.device)
-    caches = model.new_kv_caches(B, T + max_new_tokens) if use_cache else None
-    out = idx
-    step_input = idx
-    for _ in range(max_new_tokens):
-        if use_cache:
-            logits = model(step_input, caches, last_only=True)[:, -1, :]  # (B, V)
-        else:
-            logits = model(out[:, -ctx:], last_only=True)[:, -1, :]  # (B, V)
-        next_id = sample_next_token(logits, float(temperature), top_k, top_p, generator)  # (B, 1)
-        if eos_tensor is not None:
-            next_id = torch.where(finished[:, None], eos_tensor[0], next_id)
-            finished |= torch.isin(next_id[:, 0], eos_tensor)
-        out = torch.cat([out, next_id], dim=1)  # (B, T + passos)
-        step_input = next_id
-        if eos_tensor is not None and bool(finished.all()):
-            break
-    return out
+    # hidden_states, forward, check_input e new_kv_caches vêm de CausalLM (companion.lm).

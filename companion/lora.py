@@ -17,7 +17,7 @@ O que este arquivo oferece, na ordem em que o capítulo os constrói:
 1. ``LoRAConfig`` — posto, ``alpha``, *dropout* e os nomes das camadas a adaptar;
 2. ``LoRALinear`` — embrulha um ``nn.Linear`` congelado, com ``merge``/``unmerge``;
 3. ``apply_lora`` — troca, num modelo, as camadas escolhidas por ``LoRALinear`` e
-   congela todo o resto; ``count_parameters`` conta treináveis e total;
+   congela todo o resto (``companion.model.count_parameters`` conta os treináveis);
 4. ``lora_state_dict`` / ``load_lora_state_dict`` — só os pesos do adaptador;
 5. ``merge_lora`` — soma os adaptadores aos pesos e devolve camadas ``nn.Linear`` comuns;
    ``disable_lora`` desliga os adaptadores por um momento (o modelo volta a ser o base);
@@ -43,11 +43,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from companion._checks import check_int, check_number, check_probability
+
 __all__ = [
     "LoRAConfig",
     "LoRALinear",
     "apply_lora",
-    "count_parameters",
+    "adapter_file",
     "lora_state_dict",
     "load_lora_state_dict",
     "merge_lora",
@@ -61,14 +63,6 @@ __all__ = [
 
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_FORMAT = "companion-lora"
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ----------------------------------------------------------------------------- configuração
@@ -95,12 +89,9 @@ class LoRAConfig:
     targets: tuple[str, ...] = ("q_proj", "v_proj")
 
     def __post_init__(self) -> None:
-        if not _is_int(self.r) or self.r < 1:
-            raise ValueError(f"LoRAConfig: r (o posto) deve ser um inteiro >= 1; recebi {self.r!r}.")
-        if not _is_number(self.alpha) or self.alpha <= 0:
-            raise ValueError(f"LoRAConfig: alpha deve ser um número > 0; recebi {self.alpha!r}.")
-        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRAConfig: dropout deve ser um número em [0, 1); recebi {self.dropout!r}.")
+        check_int("r (o posto)", self.r, 1, owner="LoRAConfig: ")
+        self.alpha = check_number("alpha", self.alpha, 0.0, min_open=True, owner="LoRAConfig: ")
+        self.dropout = check_probability("dropout", self.dropout, owner="LoRAConfig: ")
         if isinstance(self.targets, str):
             self.targets = (self.targets,)
         targets = tuple(self.targets) if isinstance(self.targets, Iterable) else ()
@@ -109,8 +100,6 @@ class LoRAConfig:
                 "LoRAConfig: targets deve ser uma lista não vazia de nomes de camadas, por exemplo "
                 f"('q_proj', 'v_proj'); recebi {self.targets!r}."
             )
-        self.alpha = float(self.alpha)
-        self.dropout = float(self.dropout)
         self.targets = targets
 
     @property
@@ -234,6 +223,19 @@ def _linear_names(model: nn.Module) -> list[str]:
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear) and name})
 
 
+def _shared_weight_names(model: nn.Module) -> dict[str, str]:
+    """Nome de cada parâmetro que aparece sob mais de um nome -> o primeiro desses nomes."""
+    first: dict[int, str] = {}
+    shared: dict[str, str] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            shared[name] = first[id(p)]
+            shared.setdefault(first[id(p)], name)
+        else:
+            first[id(p)] = name
+    return shared
+
+
 def apply_lora(
     model: nn.Module,
     targets: Iterable[str] | str = ("q_proj", "v_proj"),
@@ -257,7 +259,8 @@ def apply_lora(
 
     Raises:
         ValueError: configuração inválida, nome de camada que não existe no modelo (a
-            mensagem lista os nomes possíveis) ou modelo que já tem LoRA.
+            mensagem lista os nomes possíveis), camada de peso compartilhado (a cabeça
+            amarrada ao *embedding*) ou modelo que já tem LoRA.
     """
     cfg = LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=targets)  # type: ignore[arg-type]
     if any(isinstance(m, LoRALinear) for m in model.modules()):
@@ -276,25 +279,19 @@ def apply_lora(
         for name, m in model.named_modules()
         if isinstance(m, nn.Linear) and name and name.rsplit(".", 1)[-1] in cfg.targets
     ]
+    shared = _shared_weight_names(model)
+    refused = [name for name in chosen if f"{name}.weight" in shared]
+    if refused:
+        raise ValueError(
+            f"apply_lora: a camada {refused[0]} compartilha o peso com {shared[f'{refused[0]}.weight']} "
+            "(pesos amarrados). Somar a LoRA a ela mudaria também a outra na hora de juntar os pesos "
+            "(merge_lora); escolha outras camadas em targets."
+        )
     for name in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, LoRALinear(getattr(parent, child), cfg.r, cfg.alpha, cfg.dropout))
     return chosen
-
-
-def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """``(treináveis, total)`` de parâmetros, contando pesos compartilhados uma vez só."""
-    seen: set[int] = set()
-    trainable = total = 0
-    for p in model.parameters():  # parameters() já pula repetidos
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        total += p.numel()
-        if p.requires_grad:
-            trainable += p.numel()
-    return trainable, total
 
 
 def _lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
@@ -404,7 +401,8 @@ def disable_lora(model: nn.Module) -> Iterator[nn.Module]:
 
 
 # ----------------------------------------------------------------------------- em disco
-def _adapter_file(path: str | os.PathLike) -> Path:
+def adapter_file(path: str | os.PathLike) -> Path:
+    """O arquivo ``adapter.safetensors`` de uma pasta de adaptador (ou o próprio caminho, se já é o arquivo)."""
     path = Path(path)
     return path / ADAPTER_FILE if path.is_dir() or path.suffix != ".safetensors" else path
 
@@ -444,7 +442,7 @@ def save_lora_adapter(
     except (TypeError, ValueError) as error:
         raise TypeError(f"save_lora_adapter: os valores extras precisam ser JSON ({error}).") from error
     metadata = {"format": ADAPTER_FORMAT, "lora_config": json.dumps(config.to_dict()), "info": info_json}
-    file = _adapter_file(path)
+    file = adapter_file(path)
     file.parent.mkdir(parents=True, exist_ok=True)
     return atomic_write_bytes(file, save_bytes(tensors, metadata=metadata))
 
@@ -458,7 +456,7 @@ def read_adapter_metadata(path: str | os.PathLike) -> tuple[LoRAConfig, dict[str
     """
     from safetensors import SafetensorError, safe_open
 
-    file = _adapter_file(path)
+    file = adapter_file(path)
     if not file.is_file():
         raise FileNotFoundError(f"adaptador LoRA não encontrado: {file} (grave-o com save_lora_adapter).")
     try:
@@ -492,7 +490,7 @@ def load_lora_adapter(path: str | os.PathLike, model: nn.Module, merge: bool = F
 
     cfg, info = read_adapter_metadata(path)
     apply_lora(model, cfg.targets, cfg.r, cfg.alpha, cfg.dropout)
-    state = load_file(str(_adapter_file(path)))
+    state = load_file(str(adapter_file(path)))
     load_lora_state_dict(model, state)
     if merge:
         merge_lora(model)

@@ -33,7 +33,6 @@ Convenção de formatos: ``B`` = lote, ``T`` = tokens, ``C`` = ``emb_dim``, ``V`
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -42,7 +41,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from companion._checks import check_bool, check_int, check_probability
 from companion.attention import KVCache, MultiHeadAttention
+from companion.lm import CausalLM, PresetsMixin
 
 __all__ = [
     "GPTConfig",
@@ -59,12 +60,8 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- configuração
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass
-class GPTConfig:
+class GPTConfig(PresetsMixin):
     """Hiperparâmetros de um GPT (cap. 4).
 
     Os valores padrão são os do GPT-2 pequeno, exceto ``qkv_bias`` (use
@@ -100,23 +97,15 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"GPTConfig: {name} deve ser um inteiro >= 1; recebi {value!r}.")
+            check_int(name, getattr(self, name), 1, owner="GPTConfig: ")
         if self.emb_dim % self.n_heads != 0:
             raise ValueError(
                 f"GPTConfig: emb_dim ({self.emb_dim}) deve ser divisível por n_heads "
                 f"({self.n_heads}), porque cada cabeça recebe emb_dim // n_heads dimensões."
             )
-        rate = self.drop_rate
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
-            raise ValueError(f"GPTConfig: drop_rate deve ser um número em [0, 1); recebi {rate!r}.")
-        self.drop_rate = float(rate)
+        self.drop_rate = check_probability("drop_rate", self.drop_rate, owner="GPTConfig: ")
         for name in ("qkv_bias", "tie_weights"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(
-                    f"GPTConfig: {name} deve ser True ou False; recebi {getattr(self, name)!r}."
-                )
+            check_bool(name, getattr(self, name), owner="GPTConfig: ")
 
     @property
     def head_dim(self) -> int:
@@ -143,22 +132,10 @@ class GPTConfig:
             name: nome do *preset* (veja ``GPTConfig.PRESETS``).
             **overrides: campos a trocar, por exemplo ``vocab_size=5000``.
 
-        Returns:
-            Um ``GPTConfig`` novo (validado).
-
         Raises:
             ValueError: nome desconhecido (a mensagem lista os válidos) ou campo inválido.
         """
-        if name not in cls.PRESETS:
-            valid = ", ".join(cls.PRESETS)
-            raise ValueError(f"preset desconhecido: {name!r}. Os válidos são: {valid}.")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(overrides) - fields)
-        if unknown:
-            raise ValueError(
-                f"GPTConfig.preset: campo(s) desconhecido(s) {unknown}; os campos são {sorted(fields)}."
-            )
-        return cls(**{**cls.PRESETS[name], **overrides})
+        return super().preset(name, **overrides)
 
 
 _GPT2 = {"vocab_size": 50257, "context_length": 1024, "drop_rate": 0.1, "qkv_bias": True, "tie_weights": True}
@@ -340,7 +317,7 @@ class TransformerBlock(nn.Module):
 
 
 # ----------------------------------------------------------------------------- o modelo
-class GPTModel(nn.Module):
+class GPTModel(CausalLM):
     """O GPT completo (cap. 4): IDs de tokens ``(B, T)`` -> *logits* ``(B, T, V)``.
 
     *Embedding* de token + *embedding* posicional (aprendido), *dropout*, ``n_layers``
@@ -390,137 +367,28 @@ class GPTModel(nn.Module):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
 
-    # ------------------------------------------------------------------ validação da entrada
-    def check_input(self, idx: object, start: int = 0, check_length: bool = True) -> None:
-        """Confere os IDs antes de qualquer conta, com erros claros em português.
+    # ------------------------------------------------------------------ a interface CausalLM
+    @property
+    def blocks(self) -> nn.ModuleList:
+        """Os blocos Transformer (guardados como ``trf_blocks``, o nome dos pesos do cap. 4)."""
+        return self.trf_blocks
 
-        Args:
-            idx: o que se pretende passar a ``forward``.
-            start: posição do primeiro token (``> 0`` quando há tokens num KV cache).
-            check_length: confere ``start + T <= context_length`` (``generate`` desliga,
-                porque corta *prompts* longos).
+    @property
+    def kv_heads(self) -> int:
+        """No GPT, cada cabeça de consulta tem a sua de chave/valor."""
+        return self.cfg.n_heads
 
-        Raises:
-            TypeError: não é tensor, ou não é de inteiros.
-            ValueError: não é 2-D, está vazio, ultrapassa ``context_length`` ou tem IDs
-                fora de ``[0, vocab_size)``.
-        """
-        if not isinstance(idx, Tensor):
-            raise TypeError(
-                f"GPTModel espera um tensor de IDs de tokens (torch.long); recebi {type(idx).__name__}."
-            )
-        if idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == torch.bool:
-            raise TypeError(
-                f"os IDs de tokens devem ser inteiros (torch.long); recebi dtype {idx.dtype}."
-            )
-        if idx.dim() != 2:
-            raise ValueError(
-                "GPTModel espera IDs no formato (lote, tokens), um tensor 2-D; recebi o formato "
-                f"{tuple(idx.shape)}. Para uma única frase use idx.unsqueeze(0)."
-            )
-        B, T = idx.shape
-        if B == 0 or T == 0:
-            raise ValueError(f"a entrada está vazia (formato {tuple(idx.shape)}); mande ao menos um token.")
-        ctx = self.cfg.context_length
-        if check_length and start + T > ctx:
-            where = f"{T} tokens" if start == 0 else f"{T} tokens novos depois de {start} no cache"
-            raise ValueError(
-                f"a sequência tem {where}, mas o modelo aceita no máximo context_length={ctx}; "
-                f"corte a entrada (por exemplo idx[:, -{ctx}:])."
-            )
-        low, high = int(idx.min()), int(idx.max())
-        if low < 0 or high >= self.cfg.vocab_size:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"ID de token fora do vocabulário: {bad}; os IDs permitidos vão de 0 a "
-                f"{self.cfg.vocab_size - 1} (vocab_size={self.cfg.vocab_size})."
-            )
+    @property
+    def head_dim(self) -> int:
+        return self.cfg.head_dim
 
-    # ------------------------------------------------------------------ KV cache
-    def new_kv_caches(self, batch_size: int, max_len: int | None = None) -> list[KVCache]:
-        """Um ``KVCache`` vazio por bloco, no mesmo ``dtype``/``device`` do modelo.
-
-        Args:
-            batch_size: tamanho do lote da geração.
-            max_len: posições reservadas (padrão: ``context_length``).
-
-        Returns:
-            Lista com ``n_layers`` caches ``(B, n_heads, max_len, head_dim)``.
-
-        Raises:
-            ValueError: ``max_len`` fora de ``[1, context_length]`` (ou tamanho inválido).
-        """
-        ctx = self.cfg.context_length
-        max_len = ctx if max_len is None else max_len
-        if not _is_int(max_len) or not 1 <= max_len <= ctx:
-            raise ValueError(f"max_len deve ser um inteiro entre 1 e context_length={ctx}; recebi {max_len!r}.")
-        weight = self.tok_emb.weight
-        return [
-            KVCache(batch_size, self.cfg.n_heads, max_len, self.cfg.head_dim, dtype=weight.dtype, device=weight.device)
-            for _ in range(self.cfg.n_layers)
-        ]
-
-    # ------------------------------------------------------------------ forward
-    def hidden_states(
-        self,
-        idx: Tensor,
-        kv_caches: list[KVCache] | None = None,
-        *,
-        last_only: bool = False,
-    ) -> Tensor:
-        """Tudo menos a cabeça de saída: os vetores finais ``(B, T, C)``, já normalizados.
-
-        ``forward`` aplica ``out_head`` a eles; servem também a quem quer os vetores
-        e não os *logits* (uma cabeça de classificação, no cap. 6). Argumentos como em
-        ``forward``.
-
-        Returns:
-            ``(B, T, C)`` — ou ``(B, 1, C)`` com ``last_only=True``.
-        """
-        start = 0
-        if kv_caches is not None:
-            if len(kv_caches) != self.cfg.n_layers:
-                raise ValueError(
-                    f"kv_caches deve ter um cache por bloco ({self.cfg.n_layers}); recebi {len(kv_caches)}."
-                )
-            start = kv_caches[0].length
-        self.check_input(idx, start)
-        T = idx.shape[1]
-
-        positions = torch.arange(start, start + T, device=idx.device)  # (T,)
+    def embed(self, idx: Tensor, start: int) -> Tensor:
+        """*Embedding* de token + *embedding* posicional (aprendido) das posições ``[start, start + T)``."""
+        positions = torch.arange(start, start + idx.shape[1], device=idx.device)  # (T,)
         x = self.tok_emb(idx) + self.pos_emb(positions)  # (B, T, C) + (T, C) -> (B, T, C)
-        x = self.drop_emb(x)
-        for i, block in enumerate(self.trf_blocks):
-            x = block(x, None if kv_caches is None else kv_caches[i])  # (B, T, C)
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C)
-        return self.final_norm(x)
+        return self.drop_emb(x)
 
-    def forward(
-        self,
-        idx: Tensor,
-        kv_caches: list[KVCache] | None = None,
-        *,
-        last_only: bool = False,
-    ) -> Tensor:
-        """Calcula os *logits* do próximo token para cada posição.
-
-        Args:
-            idx: IDs ``(B, T)`` inteiros em ``[0, vocab_size)``. Com ``kv_caches``, só os
-                tokens NOVOS, que ocupam as posições ``[length, length + T)`` dos caches.
-            kv_caches: um ``KVCache`` por bloco (de ``new_kv_caches``) ou ``None``. São
-                atualizados no lugar.
-            last_only: calcula os *logits* só da última posição (a geração só precisa
-                dela; poupa a maior conta do modelo, ``C x V`` por posição).
-
-        Returns:
-            *Logits* ``(B, T, V)`` — ou ``(B, 1, V)`` com ``last_only=True``.
-
-        Raises:
-            TypeError / ValueError: entrada inválida (veja ``check_input``) ou número de
-                caches diferente de ``n_layers``.
-        """
-        return self.out_head(self.hidden_states(idx, kv_caches, last_only=last_only))  # (B, T, V)
+    # hidden_states, forward, check_input e new_kv_caches vêm de CausalLM (companion.lm).
 
 
 # ----------------------------------------------------------------------------- contabilidade
@@ -584,8 +452,7 @@ def memory_bytes(n_params: int, dtype: torch.dtype = torch.float32, training: bo
         ValueError: ``n_params`` negativo ou não inteiro.
         TypeError: ``dtype`` que não é ``torch.dtype``.
     """
-    if not _is_int(n_params) or n_params < 0:
-        raise ValueError(f"n_params deve ser um inteiro >= 0; recebi {n_params!r}.")
+    check_int("n_params", n_params, 0)
     if not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype deve ser um torch.dtype (ex.: torch.float32); recebi {dtype!r}.")
     copies = 4 if training else 1

@@ -1,8 +1,9 @@
-"""Reprodutibilidade: a primeira chamada de todo capítulo (cap. 1).
+"""Reprodutibilidade: sementes, *threads* e a forma de imprimir números (cap. 1).
 
 O livro é testado célula a célula (nbval compara cada saída guardada com uma
 execução nova), então cada notebook começa fixando tudo o que poderia variar
-entre duas execuções: sementes, número de *threads* e a forma de imprimir números.
+entre duas execuções (``companion.book.setup`` chama ``setup`` e aplica o estilo
+das figuras); scripts e testes usam ``setup`` diretamente.
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ from __future__ import annotations
 import os
 import random
 
+from companion._checks import check_int
+
 DEFAULT_SEED = 123
 
 
 def setup(seed: int = DEFAULT_SEED, threads: int = 1, precision: int = 4) -> None:
-    """Deixa a sessão reprodutível e com a aparência do livro.
+    """Deixa a sessão reprodutível.
 
     Args:
         seed: semente usada por ``random``, NumPy e PyTorch.
@@ -26,12 +29,9 @@ def setup(seed: int = DEFAULT_SEED, threads: int = 1, precision: int = 4) -> Non
     Raises:
         ValueError: se ``seed`` for negativa, ``threads`` < 1 ou ``precision`` < 0.
     """
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed deve ser um inteiro >= 0; recebi {seed!r}.")
-    if not isinstance(threads, int) or threads < 1:
-        raise ValueError(f"threads deve ser um inteiro >= 1; recebi {threads!r}.")
-    if not isinstance(precision, int) or precision < 0:
-        raise ValueError(f"precision deve ser um inteiro >= 0; recebi {precision!r}.")
+    check_int("seed", seed, 0)
+    check_int("threads", threads, 1)
+    check_int("precision", precision, 0)
 
     # Sem isto, as threads do OpenMP ficam girando à espera de trabalho e, em máquinas
     # de 2 núcleos, deixam tudo várias vezes mais lento. Só vale se definido antes de
@@ -48,7 +48,3 @@ def setup(seed: int = DEFAULT_SEED, threads: int = 1, precision: int = 4) -> Non
 
     torch.set_printoptions(precision=precision, sci_mode=False)
     np.set_printoptions(precision=precision, suppress=True)
-
-    from companion.plots import use_book_style
-
-    use_book_style()

@@ -449,7 +449,7 @@ def test_wrapper_errors():
 
 # ----------------------------------------------------------------------------- figuras e widget do cap. 3
 def test_attention_html_marks_selected_token_and_weights():
-    from companion.widgets import attention_html
+    from companion.book.widgets import attention_html
 
     w = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.75, 0.0], [0.5, 0.2, 0.3]])
     html = attention_html(w, ["Seu", "<jantar>", "esfriou"], selected=1)
@@ -463,7 +463,7 @@ def test_attention_html_marks_selected_token_and_weights():
 
 
 def test_attention_explorer_redraws_on_choice():
-    from companion.widgets import attention_explorer, attention_html
+    from companion.book.widgets import attention_explorer, attention_html
 
     mha = make_mha(True)
     weights = mha.attention_weights(torch.randn(1, 4, 6))[0]  # (H, T, T)
@@ -478,7 +478,7 @@ def test_attention_explorer_redraws_on_choice():
 
 
 def test_attention_explorer_errors():
-    from companion.widgets import attention_explorer
+    from companion.book.widgets import attention_explorer
 
     w = torch.softmax(torch.randn(2, 3, 3), -1)
     with pytest.raises(ValueError, match="len\\(tokens\\)"):
@@ -497,7 +497,7 @@ def test_attention_plots_draw_and_validate():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from companion.plots import plot_attention_heads, plot_attention_heatmap
+    from companion.book.plots import plot_attention_heads, plot_attention_heatmap
 
     w = torch.softmax(torch.randn(3, 4, 4), -1)
     ax = plot_attention_heatmap(w[0], list("abcd"), title="t")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from companion.bench import BenchResult, format_table, median_seconds, run_benchmark, train_step
+from companion.bench import (
+    BenchResult,
+    format_table,
+    median_seconds,
+    run_benchmark,
+    train_step,
+)
 from companion.cli import main
 from companion.model import GPTConfig, GPTModel
 

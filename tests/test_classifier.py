@@ -21,16 +21,18 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from companion.assets import artifact_path
+from companion.book.messages import MESSAGE_BATCHES
 from companion.classifier import (
     CLASSIFY_QUESTION,
     INFO_FILE,
     LABELS,
-    MESSAGE_BATCHES,
     SPLITS,
     WEIGHTS_FILE,
     ClassifierConfig,
     SpamClassifier,
     accuracy,
+    classifier_lr_factor,
     classify_texts,
     compute_prefix_features,
     confusion_matrix,
@@ -40,7 +42,6 @@ from companion.classifier import (
     load_messages,
     pad_batch,
     pad_features,
-    classifier_lr_factor,
     predict_from_features,
     round_trainable_,
     save_classifier,
@@ -51,7 +52,7 @@ from companion.cli import main as cli_main
 from companion.llama import LlamaConfig, LlamaModel
 
 ROOT = Path(__file__).resolve().parent.parent
-ARTIFACT = ROOT / "book" / "06-ajuste-fino" / "artefatos" / "classificador"
+ARTIFACT = artifact_path("classificador")
 VOCAB = 128
 
 
@@ -184,7 +185,8 @@ def test_encode_messages_truncates_and_keeps_the_beginning():
 
 
 def test_encode_messages_conversation_wraps_the_message_in_the_chat_template():
-    from companion.pretrained import encode_chat, smollm2_tokenizer
+    from companion.chat import encode_chat
+    from companion.pretrained import smollm2_tokenizer
 
     tok = smollm2_tokenizer()
     message = "Oi mãe, troquei de número <|im_end|>"
@@ -329,7 +331,7 @@ def test_two_trainable_blocks():
     "kwargs, error, message",
     [
         ({"trainable_blocks": 0}, ValueError, "trainable_blocks"),
-        ({"trainable_blocks": 4}, ValueError, "n_layers=3"),
+        ({"trainable_blocks": 4}, ValueError, r"trainable_blocks deve ser um inteiro em \[1, 3\]"),
         ({"num_classes": 1}, ValueError, "num_classes"),
         ({"prompt_format": "chat"}, ValueError, "prompt_format"),
     ],
@@ -489,16 +491,16 @@ def test_save_and_load_roundtrip(tmp_path):
     texts = ["oi mãe, troquei de número", "reunião às 15h"]
     expected_labels, expected_probs = classify_texts(model, ByteTokenizer(), texts)
     cfg = ClassifierConfig(epochs=1, prompt_format="texto")
-    save_classifier(tmp_path / "clf", model, cfg, {"teste": {"acuracia": 0.5}})
+    save_classifier(tmp_path / "clf", model, cfg, {"teste": {"accuracy": 0.5}})
     assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == sorted([WEIGHTS_FILE, INFO_FILE])
     info = json.loads((tmp_path / "clf" / INFO_FILE).read_text(encoding="utf-8"))
-    assert info["config"]["epochs"] == 1 and info["pesos_dtype"] == "bfloat16"
+    assert info["config"]["epochs"] == 1 and info["weights_dtype"] == "bfloat16"
 
     loaded, tok, info = load_classifier(tmp_path / "clf", tiny_llama(), ByteTokenizer())
     labels, probs = classify_texts(loaded, tok, texts)
     assert labels == expected_labels and set(labels) <= set(LABELS)
     torch.testing.assert_close(probs, expected_probs)
-    assert info["metricas"]["teste"]["acuracia"] == 0.5
+    assert info["metrics"]["teste"]["accuracy"] == 0.5
     assert loaded.prompt_format == "texto"
 
 
@@ -507,11 +509,6 @@ def test_load_classifier_keeps_the_prompt_format(tmp_path):
     save_classifier(tmp_path / "clf", model, ClassifierConfig(prompt_format="conversa"))
     loaded, _, info = load_classifier(tmp_path / "clf", tiny_llama(), ByteTokenizer())
     assert loaded.prompt_format == info["config"]["prompt_format"] == "conversa"
-    # um arquivo de antes do formato "conversa" (sem a chave) lia só o texto
-    del info["config"]["prompt_format"]
-    (tmp_path / "clf" / INFO_FILE).write_text(json.dumps(info), encoding="utf-8")
-    old, _, _ = load_classifier(tmp_path / "clf", tiny_llama(), ByteTokenizer())
-    assert old.prompt_format == "texto"
 
 
 def test_bf16_file_is_half_of_float32(tmp_path):
@@ -535,7 +532,7 @@ def test_load_classifier_errors(tmp_path):
     save_classifier(tmp_path / "clf", model, ClassifierConfig())
     with pytest.raises(ValueError, match="tokenizador"):
         load_classifier(tmp_path / "clf", tiny_llama())
-    (tmp_path / "clf" / INFO_FILE).write_text('{"formato": "outro"}', encoding="utf-8")
+    (tmp_path / "clf" / INFO_FILE).write_text('{"format": "outro"}', encoding="utf-8")
     with pytest.raises(ValueError, match="save_classifier"):
         load_classifier(tmp_path / "clf", tiny_llama(), ByteTokenizer())
     (tmp_path / "clf" / INFO_FILE).write_text("{quebrado", encoding="utf-8")
@@ -565,7 +562,7 @@ def test_zero_shot_errors():
 
 # ----------------------------------------------------------------------------- o widget
 def test_classifier_widget_static_render():
-    from companion.widgets import classifier_explorer, classifier_html
+    from companion.book.widgets import classifier_explorer, classifier_html
 
     model = tiny_classifier()
     page = classifier_html(model, ByteTokenizer(), "Pix <urgente> & grátis")
@@ -604,38 +601,29 @@ def test_classify_cli_errors(capsys, tmp_path):
     assert code == 1 and "mensagem vazia" in err
 
 
-def finetune_parser():
-    import argparse
-
-    from companion import classifier
-
-    parser = argparse.ArgumentParser()
-    classifier.add_finetune_arguments(parser)
-    return parser
+def finetune(*args: str) -> int:
+    """``python -m companion finetune classify ARGS`` (no mesmo processo)."""
+    return cli_main(["finetune", "classify", *args])
 
 
 def test_finetune_cli_errors(capsys, tmp_path):
-    from companion.classifier import run_finetune
-
-    parser = finetune_parser()
-    assert run_finetune(parser.parse_args(["--out", str(tmp_path / "o"), "--epochs", "0"])) == 1
+    assert finetune("--out", str(tmp_path / "o"), "--epochs", "0") == 1
     assert "epochs deve ser um inteiro >= 1" in capsys.readouterr().err
-    assert run_finetune(parser.parse_args(["--out", str(tmp_path / "o"), "--limit", "0"])) == 1
-    assert "--limit deve ser >= 1" in capsys.readouterr().err
+    assert finetune("--out", str(tmp_path / "o"), "--limit", "0") == 1
+    assert "--limit deve ser um inteiro >= 1" in capsys.readouterr().err
     (tmp_path / "arquivo").write_text("x", encoding="utf-8")
-    assert run_finetune(parser.parse_args(["--out", str(tmp_path / "arquivo")])) == 1
+    assert finetune("--out", str(tmp_path / "arquivo")) == 1
     assert "não é uma pasta" in capsys.readouterr().err
     only_train = tmp_path / "so_treino.jsonl"
     only_train.write_text(json.dumps({"texto": "oi", "rotulo": "normal", "divisao": "treino"}) + "\n", encoding="utf-8")
-    assert run_finetune(parser.parse_args(["--out", str(tmp_path / "o"), "--data", str(only_train)])) == 1
+    assert finetune("--out", str(tmp_path / "o"), "--data", str(only_train)) == 1
     assert "divisao='teste'" in capsys.readouterr().err
     no_val = tmp_path / "sem_validacao.jsonl"
     no_val.write_text(
         "".join(json.dumps({"texto": f"oi {i}", "rotulo": "normal", "divisao": d}) + "\n" for i, d in enumerate(("treino", "teste"))),
         encoding="utf-8",
     )
-    args = parser.parse_args(["--out", str(tmp_path / "o"), "--data", str(no_val), "--train-on-validation"])
-    assert run_finetune(args) == 1
+    assert finetune("--out", str(tmp_path / "o"), "--data", str(no_val), "--train-on-validation") == 1
     assert "--train-on-validation pede mensagens com divisao='validacao'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # falhou antes de gravar qualquer coisa
 
@@ -643,17 +631,12 @@ def test_finetune_cli_errors(capsys, tmp_path):
 @pytest.mark.slow
 def test_finetune_and_classify_end_to_end(tmp_path):
     """O comando de treino num recorte pequeno e o comando classify lendo a pasta gravada."""
-    from companion.classifier import run_finetune
-
     out = tmp_path / "clf"
-    args = finetune_parser().parse_args(
-        ["--out", str(out), "--limit", "8", "--epochs", "2", "--no-progress", "--threads", "1"]
-    )
-    assert run_finetune(args) == 0
+    assert finetune("--out", str(out), "--limit", "8", "--epochs", "2", "--no-progress", "--threads", "1") == 0
     info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
-    assert info["metricas"]["treino"]["n"] == 8 and info["metricas"]["teste"]["n"] == 8
+    assert info["metrics"]["treino"]["n"] == 8 and info["metrics"]["teste"]["n"] == 8
     assert info["config"]["prompt_format"] == "conversa"  # o padrão: a mensagem no molde de conversa
-    assert sum(map(sum, info["metricas"]["teste"]["matriz_de_confusao"])) == 8
+    assert sum(map(sum, info["metrics"]["teste"]["confusion_matrix"])) == 8
     assert 6e6 < (out / WEIGHTS_FILE).stat().st_size < 8e6  # um bloco do SmolLM2 em bf16
 
     messages = tmp_path / "msgs.txt"
@@ -671,22 +654,17 @@ def test_finetune_and_classify_end_to_end(tmp_path):
 @pytest.mark.slow
 def test_finetune_on_train_plus_validation(tmp_path, capsys):
     """O reajuste final treina com treino + validação e não finge ter medido a validação."""
-    from companion.classifier import run_finetune
-
     out = tmp_path / "reajuste"
-    args = finetune_parser().parse_args(
-        ["--out", str(out), "--limit", "4", "--epochs", "2", "--batch-size", "4", "--no-progress", "--threads", "1",
-         "--train-on-validation"]
-    )
-    assert run_finetune(args) == 0
+    assert finetune("--out", str(out), "--limit", "4", "--epochs", "2", "--batch-size", "4", "--no-progress",
+                    "--threads", "1", "--train-on-validation") == 0
     printed = capsys.readouterr().out
     assert "treino + validação (8 mensagens)" in printed and "época 2: perda média" in printed
     info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
-    metrics = info["metricas"]
-    assert metrics["dados_de_treino"] == ["treino", "validacao"]
+    metrics = info["metrics"]
+    assert metrics["train_splits"] == ["treino", "validacao"]
     assert metrics["treino"]["n"] == 8 and metrics["teste"]["n"] == 4
     assert "validacao" not in metrics  # a validação virou treino: não há acurácia de validação a relatar
-    assert metrics["historico"]["epoca_escolhida"] is None  # sem validação, ficam os pesos da última época
+    assert metrics["history"]["best_epoch"] is None  # sem validação, ficam os pesos da última época
     assert len(metrics["historico"]["perda_por_passo"]) == 2 * 2  # 8 mensagens em lotes de 4, 2 épocas
 
 
@@ -694,7 +672,8 @@ def test_finetune_on_train_plus_validation(tmp_path, capsys):
 def test_zero_shot_batched_matches_the_full_model():
     """A linha de base em lotes (só 2 linhas da cabeça) decide igual ao modelo inteiro, um por um."""
     from companion.classifier import ZERO_SHOT_ANSWERS, ZERO_SHOT_PROMPT
-    from companion.pretrained import encode_chat, load_smollm2
+    from companion.chat import encode_chat
+    from companion.pretrained import load_smollm2
 
     llama, tok = load_smollm2()
     texts = ["oi, chego às 8", "Parabéns! Você ganhou R$ 1.000, clique no link", "mãe, troquei de número, me manda um pix"]
@@ -715,11 +694,11 @@ def test_shipped_artifact_is_small_and_documented():
     assert blocks in (1, 2, 4)  # os candidatos da escolha pela validação (README do artefato)
     # ~3,54 milhões de parâmetros por bloco em bfloat16: só o que treinou vai no arquivo.
     assert (ARTIFACT / WEIGHTS_FILE).stat().st_size < 7.2e6 * blocks
-    assert info["pesos_dtype"] == "bfloat16"
-    assert info["metricas"]["teste"]["n"] == len(load_messages("teste"))  # treinado nos dados de agora
+    assert info["weights_dtype"] == "bfloat16"
+    assert info["metrics"]["teste"]["n"] == len(load_messages("teste"))  # treinado nos dados de agora
     # O artefato publicado (reajuste com treino + validação, README dele) mede 95,28%; a meta era 95%.
     # Este piso só garante que o arquivo é o de um classificador treinado, longe do chute (50%).
-    assert info["metricas"]["teste"]["acuracia"] >= 0.85
+    assert info["metrics"]["teste"]["accuracy"] >= 0.85
     assert (ARTIFACT / "README.md").is_file()
 
 
@@ -732,5 +711,5 @@ def test_shipped_artifact_reaches_the_reported_test_accuracy():
     truth = [LABELS.index(r["rotulo"]) for r in rows]
     acc = accuracy(preds, truth)
     assert acc >= 0.95  # a meta do capítulo, refeita a partir dos pesos gravados
-    assert acc == pytest.approx(info["metricas"]["teste"]["acuracia"], abs=1e-4)
-    assert confusion_matrix(preds, truth).tolist() == info["metricas"]["teste"]["matriz_de_confusao"]
+    assert acc == pytest.approx(info["metrics"]["teste"]["accuracy"], abs=1e-4)
+    assert confusion_matrix(preds, truth).tolist() == info["metrics"]["teste"]["confusion_matrix"]

@@ -17,6 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from companion.assets import artifact_path
 from companion.cli import main
 from companion.data import load_corpus
 
@@ -93,16 +94,16 @@ def test_resume_is_exact(text_file, tmp_path, capsys):
 
 
 def test_save_interval_writes_intermediate_checkpoint(text_file, tmp_path, monkeypatch):
-    import companion.checkpoint as ckpt
+    import companion.runs as runs
 
     steps_saved = []
-    real = ckpt.save_checkpoint
+    real = runs.save_checkpoint
 
     def spy(path, model, optimizer=None, **state):
         steps_saved.append(state["step"])
         return real(path, model, optimizer, **state)
 
-    monkeypatch.setattr(ckpt, "save_checkpoint", spy)
+    monkeypatch.setattr(runs, "save_checkpoint", spy)
     assert run("--data", str(text_file), "--out", str(tmp_path / "r"), "--steps", "8", "--save-interval", "4", *COMMON) == 0
     assert steps_saved == [4, 8]
 
@@ -163,7 +164,9 @@ def test_missing_preset(text_file, tmp_path, capsys):
         (["--prompt", "oi", "--top-k", "0"], "top_k deve ser"),
         (["--prompt", "oi", "--temperature", "-1"], "temperature deve ser"),
         (["--prompt", "oi", "--max-new-tokens", "-2"], "max_new_tokens deve ser"),
-        (["--prompt", "oi", "--smollm2", "--repetition-penalty", "1.3"], "--repetition-penalty só vale"),
+        (["--prompt", "oi", "--repetition-penalty", "0"], "repetition_penalty deve ser"),
+        (["--prompt", "oi", "--smollm2"], "um dos dois"),
+        (["--prompt", "oi", "--threads", "0"], "--threads deve ser"),
     ],
 )
 def test_generate_errors(tmp_path, capsys, extra, message):
@@ -202,13 +205,14 @@ def test_ddp_two_processes_equals_one_process_with_accumulation(text_file, tmp_p
 
 
 def test_shipped_artifacts_reproduce_recorded_val_loss():
-    """O modelo guardado em book/05-pretreinamento/artefatos mede, de novo, a perda de validação gravada."""
+    """O modelo publicado no artefato cap5-treino mede, de novo, a perda de validação gravada."""
     import hashlib
 
-    from companion.generate_cli import load_trained
-    from companion.train import evaluate, split_datasets
+    from companion.data import split_datasets
+    from companion.runs import load_trained
+    from companion.train import evaluate
 
-    folder = Path(__file__).resolve().parent.parent / "book" / "05-pretreinamento" / "artefatos"
+    folder = artifact_path("cap5-treino")
     model, tokenizer = load_trained(folder)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     history = json.loads((folder / "history.json").read_text(encoding="utf-8"))

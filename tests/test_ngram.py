@@ -301,7 +301,7 @@ def test_plot_next_word_probs_draws_one_bar_per_word(tiny):
     import matplotlib
 
     matplotlib.use("Agg")
-    from companion.plots import plot_next_word_probs
+    from companion.book.plots import plot_next_word_probs
 
     ax = plot_next_word_probs(tiny.next_word_probs("o"), "o")
     assert [bar.get_width() for bar in ax.patches] == pytest.approx([1 / 3, 2 / 3])  # a mais provável em cima

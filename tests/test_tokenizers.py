@@ -351,7 +351,7 @@ def test_token_pieces_for_the_three_tokenizers(small_bpe):
 
 
 def test_tokenizer_explorer_renders_and_updates(small_bpe):
-    from companion.widgets import EXAMPLE_SENTENCE, tokenizer_explorer, tokens_html
+    from companion.book.widgets import EXAMPLE_SENTENCE, tokenizer_explorer, tokens_html
 
     toks = {"BPE <pequeno>": small_bpe, "GPT-2": gpt2_tokenizer()}
     page = tokens_html(toks, "Hello, world!")

@@ -1,4 +1,4 @@
-"""Testes de companion.train: a perda, a avaliação, a taxa de aprendizado e o laço de treino."""
+"""Testes de companion.train (a avaliação, a taxa de aprendizado e o laço) e de companion.loss (a perda)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from companion.data import GPTDataset
+from companion.loss import (
+    calc_loss_batch,
+    calc_loss_loader,
+    cross_entropy_by_hand,
+    perplexity,
+)
 from companion.model import GPTConfig, GPTModel
 from companion.train import (
     TrainConfig,
     batch_indices,
-    calc_loss_batch,
-    calc_loss_loader,
-    cross_entropy_by_hand,
     evaluate,
     lr_at,
     make_optimizer,
-    perplexity,
     train,
 )
 
@@ -84,10 +86,26 @@ def test_calc_loss_batch_and_loader():
     loss = calc_loss_batch(x, y, model, "cpu")
     torch.testing.assert_close(loss, F.cross_entropy(model(x).reshape(-1, V), y.reshape(-1)))
     batches = list(loader)
-    expected = sum(calc_loss_batch(a, b, model, "cpu").item() for a, b in batches[:3]) / 3
+    expected = sum(calc_loss_batch(a, b, model, "cpu").item() for a, b in batches[:3]) / 3  # lotes cheios
     assert calc_loss_loader(loader, model, "cpu", num_batches=3) == pytest.approx(expected)
-    everything = sum(calc_loss_batch(a, b, model, "cpu").item() for a, b in batches) / len(batches)
-    assert calc_loss_loader(loader, model, "cpu") == pytest.approx(everything)
+    total = sum(calc_loss_batch(a, b, model, "cpu", reduction="sum").item() for a, b in batches)
+    assert calc_loss_loader(loader, model, "cpu") == pytest.approx(total / sum(b.numel() for _, b in batches))
+
+
+class _Confident(torch.nn.Module):
+    """Aposta tudo (logit 40) no próprio token de entrada: perda ~0 se o alvo é ele, ~40 se não."""
+
+    def forward(self, idx):
+        return 40.0 * F.one_hot(idx, 2).float()
+
+
+def test_loader_mean_is_over_tokens_not_batches():
+    """8 janelas de perda 0 e 2 de perda 40, lotes de 8: a média por token é 8, não (0 + 40) / 2 = 20."""
+    x = torch.zeros(10, 4, dtype=torch.long)
+    y = torch.zeros(10, 4, dtype=torch.long)
+    y[8:] = 1  # as duas últimas janelas erram todos os tokens
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    assert calc_loss_loader(loader, _Confident(), "cpu") == pytest.approx(8.0, abs=1e-6)
 
 
 def test_calc_loss_loader_errors():
@@ -122,12 +140,13 @@ def test_evaluate_uses_eval_mode_and_restores_it():
         ("steps", 0, "steps deve ser um inteiro >= 1"),
         ("batch_size", 1.5, "batch_size"),
         ("lr", -1.0, "lr deve ser um número > 0"),
-        ("min_lr", 1.0, "min_lr deve ser um número em"),
+        ("min_lr", 1.0, r"min_lr deve ser um número em \[0, 0.001\]"),
         ("warmup_steps", -1, "warmup_steps"),
         ("grad_clip", 0.0, "grad_clip"),
         ("weight_decay", -0.1, "weight_decay"),
         ("grad_accum_steps", 0, "grad_accum_steps"),
-        ("bf16", "sim", "bf16"),
+        ("precision", "bf17", "precision"),
+        ("precision", "auto", "precision"),
         ("decay_steps", 0, "decay_steps"),
         ("seed", True, "seed"),
     ],
@@ -231,7 +250,7 @@ def test_grad_clip_records_norm_before_clipping_and_clips():
 
 def test_train_bf16_runs():
     model = tiny_model()
-    h = train(model, tiny_data(), None, TrainConfig(steps=3, bf16=True, eval_interval=3, eval_batches=1),
+    h = train(model, tiny_data(), None, TrainConfig(steps=3, precision="bf16", eval_interval=3, eval_batches=1),
               progress=False, verbose=False)
     assert all(math.isfinite(x) for x in h["step_loss"])
 
@@ -251,7 +270,7 @@ def test_plot_losses_and_lr_schedule():
     import matplotlib
 
     matplotlib.use("Agg")
-    from companion.plots import plot_losses, plot_lr_schedule
+    from companion.book.plots import plot_losses, plot_lr_schedule
 
     history = {"step": [0, 10], "train_loss": [4.0, 3.0], "val_loss": [4.1, 3.5], "tokens_seen": [0, 640],
                "step_loss": [4.0 - 0.1 * i for i in range(10)]}
@@ -279,7 +298,7 @@ class _CharTokenizer:
 
 
 def test_decoding_html_and_explorer():
-    from companion.widgets import decoding_explorer, decoding_html
+    from companion.book.widgets import decoding_explorer, decoding_html
 
     model = tiny_model()
     greedy = decoding_html(model, _CharTokenizer(), "abc", temperature=0.0, max_new_tokens=5, n_samples=3)

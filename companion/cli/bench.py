@@ -1,0 +1,55 @@
+"""``python -m companion bench``: tokens por segundo no treino e na geração (cap. 4).
+
+As medidas em si estão em ``companion.bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from companion import bench
+from companion._checks import check_int
+from companion.bench import format_table, run_benchmark
+from companion.cli.common import add_runtime_options, start
+from companion.model import GPTConfig
+
+__all__ = ["add_command", "run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Mede e imprime a tabela."""
+    runtime = start(args)
+    check_int("--steps", args.steps, 1)
+    check_int("--gen-tokens", args.gen_tokens, 1)
+    result = run_benchmark(
+        preset=args.preset,
+        batch_size=args.batch_size,
+        context=args.context,
+        steps=args.steps,
+        gen_tokens=args.gen_tokens,
+        threads=runtime.threads,
+        train=not args.no_train,
+        gen=not args.no_gen,
+        seed=args.seed,
+    )
+    print(format_table(result))
+    return 0
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registra ``python -m companion bench``."""
+    parser = subparsers.add_parser(
+        "bench",
+        help="mede tokens/s do modelo no treino e na geração (com e sem KV cache)",
+        description=bench.__doc__.split("\n\n")[0],
+    )
+    parser.add_argument("--preset", default="curso-medio", choices=list(GPTConfig.PRESETS), help="preset do modelo")
+    parser.add_argument("--batch-size", type=int, default=8, help="lote do treino (padrão: 8)")
+    parser.add_argument("--context", type=int, default=None, help="tokens por sequência no treino (padrão: do preset)")
+    parser.add_argument("--steps", type=int, default=3, help="repetições medidas de cada medida (padrão: 3)")
+    parser.add_argument("--gen-tokens", type=int, default=200, help="tokens novos por geração (padrão: 200)")
+    parser.add_argument("--seed", type=int, default=0, help="semente (padrão: 0)")
+    parser.add_argument("--no-train", action="store_true", help="não mede o treino")
+    parser.add_argument("--no-gen", action="store_true", help="não mede a geração")
+    add_runtime_options(parser, precision=False)
+    parser.set_defaults(handler=run)

@@ -1,0 +1,491 @@
+"""``python -m companion finetune TAREFA``: o ajuste fino do SmolLM2 nos dados do curso (cap. 6).
+
+Três tarefas, cada uma com as suas opções e uma função ``_run_<tarefa>`` que chama a
+biblioteca (``companion.classifier``, ``companion.instruct``, ``companion.dpo``) e grava
+um artefato pequeno com as métricas:
+
+- ``classify``: o classificador de golpes (só os pesos treinados);
+- ``instruct``: o ajuste por instruções com LoRA (só o adaptador);
+- ``dpo``: o alinhamento por preferências, por cima do adaptador de instruções.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from companion._checks import check_int, check_number
+from companion.assets import asset_path, sha256_of
+from companion.cli.common import add_runtime_options, start
+from companion.lora import LoRAConfig
+from companion.train import TrainConfig
+
+__all__ = ["add_command"]
+
+
+# ----------------------------------------------------------------------------- finetune classify
+def _classify_arguments(parser: argparse.ArgumentParser) -> None:
+    """Opções de ``python -m companion finetune classify``."""
+    from companion.classifier import PROMPT_FORMATS, SCHEDULES, ClassifierConfig
+
+    defaults = ClassifierConfig()
+    parser.add_argument("--out", required=True, help="pasta de saída (classificador.safetensors + classificador.json)")
+    parser.add_argument("--data", default=None, help="outro JSONL no formato de mensagens.jsonl (padrão: o do pacote)")
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"épocas (padrão {defaults.epochs})")
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"mensagens por lote (padrão {defaults.batch_size})")
+    parser.add_argument("--lr", type=float, default=defaults.lr, help=f"taxa do bloco e da norma (padrão {defaults.lr:g})")
+    parser.add_argument("--head-lr", type=float, default=defaults.head_lr, help=f"taxa da cabeça nova (padrão {defaults.head_lr:g})")
+    parser.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help=f"decaimento de peso (padrão {defaults.weight_decay:g})")
+    parser.add_argument("--trainable-blocks", type=int, default=defaults.trainable_blocks, help="blocos do topo a treinar (padrão 1)")
+    parser.add_argument("--max-length", type=int, default=defaults.max_length, help=f"tokens por mensagem (padrão {defaults.max_length})")
+    parser.add_argument("--prompt-format", choices=PROMPT_FORMATS, default=defaults.prompt_format,
+                        help=f"a mensagem dentro do molde de conversa, com uma pergunta, ou sozinha (padrão {defaults.prompt_format})")
+    parser.add_argument("--max-steps", type=int, default=None, help="para depois de N passos (padrão: todas as épocas)")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"semente (padrão {defaults.seed})")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule,
+                        help=f"taxa de aprendizado: aquecimento + cosseno ou constante (padrão {defaults.schedule})")
+    parser.add_argument("--warmup-fraction", type=float, default=defaults.warmup_fraction,
+                        help=f"fração dos passos com aquecimento (padrão {defaults.warmup_fraction:g})")
+    parser.add_argument("--no-keep-best", action="store_true",
+                        help="termina com os pesos da última época (padrão: os da melhor época de validação)")
+    parser.add_argument("--train-on-validation", action="store_true",
+                        help="reajuste final: treina com treino + validação, depois que a validação já escolheu a "
+                             "configuração; sem validação separada, ficam os pesos da última época")
+    parser.add_argument("--limit", type=int, default=None, help="usa só as N primeiras mensagens de cada divisão (testes rápidos)")
+    parser.add_argument("--float32", action="store_true", help="grava os pesos em float32 (padrão: bfloat16, metade do tamanho)")
+    parser.add_argument("--no-progress", action="store_true", help="sem barras de progresso")
+
+
+def _run_classify(args: argparse.Namespace) -> int:
+    """``finetune classify``: treina, mede e grava o classificador."""
+    from companion.classifier import (
+        LABELS,
+        SPLITS,
+        WEIGHTS_FILE,
+        ClassifierConfig,
+        SpamClassifier,
+        accuracy,
+        compute_prefix_features,
+        confusion_matrix,
+        encode_messages,
+        load_messages,
+        predict_from_features,
+        round_trainable_,
+        save_classifier,
+        split_messages,
+        train_classifier,
+    )
+    from companion.pretrained import load_smollm2
+
+    started = time.perf_counter()
+    runtime = start(args)
+    if args.limit is not None:
+        check_int("--limit", args.limit, 1)
+    cfg = ClassifierConfig(
+        trainable_blocks=args.trainable_blocks, max_length=args.max_length, batch_size=args.batch_size,
+        epochs=args.epochs, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
+        seed=args.seed, max_steps=args.max_steps, schedule=args.schedule,
+        warmup_fraction=args.warmup_fraction, keep_best=not args.no_keep_best, prompt_format=args.prompt_format,
+    )
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} existe e não é uma pasta.")
+    refit = args.train_on_validation
+    data = split_messages(load_messages(path=args.data), args.limit)
+    counts = {split: len(items) for split, items in data.items()}
+    print(f"mensagens: {counts['treino']} de treino, {counts['validacao']} de validação, {counts['teste']} de teste")
+    if refit:
+        if not data["validacao"]:
+            raise ValueError("--train-on-validation pede mensagens com divisao='validacao'; os dados não têm nenhuma.")
+        print(f"reajuste final: o treino usa treino + validação ({counts['treino'] + counts['validacao']} mensagens); "
+              "ficam os pesos da última época")
+
+    llama, tokenizer = load_smollm2()
+    llama.to(runtime.device)
+    torch.manual_seed(cfg.seed)
+    model = SpamClassifier(llama, trainable_blocks=cfg.trainable_blocks, prompt_format=cfg.prompt_format)
+    counts_p = model.parameter_counts()
+    print(f"parâmetros: {counts_p['treinaveis']:_} treináveis e {counts_p['congelados']:_} congelados".replace("_", "."))
+
+    features, labels = {}, {}
+    for split, items in data.items():
+        ids = encode_messages(tokenizer, [r["texto"] for r in items], cfg.max_length, cfg.prompt_format)
+        features[split] = compute_prefix_features(model, ids, cfg.batch_size, progress=not args.no_progress)
+        labels[split] = torch.tensor([LABELS.index(r["rotulo"]) for r in items])
+    prefix_seconds = time.perf_counter() - started
+
+    if refit:  # a validação vira treino: nada de keep_best, nada de métrica de validação
+        features["treino"] = features["treino"] + features.pop("validacao")
+        labels["treino"] = torch.cat([labels["treino"], labels.pop("validacao")])
+        features["validacao"], labels["validacao"] = [], torch.zeros(0, dtype=torch.long)
+    has_val = bool(features["validacao"])
+    history = train_classifier(
+        model, features["treino"], labels["treino"], cfg,
+        features["validacao"] if has_val else None, labels["validacao"] if has_val else None,
+        progress=not args.no_progress, log=print,
+    )
+    if history["best_epoch"] is not None:
+        print(f"ficam os pesos da época {history['best_epoch']}, a melhor na validação")
+    weights_dtype = torch.float32 if args.float32 else torch.bfloat16
+    round_trainable_(model, weights_dtype)  # as métricas são as dos pesos como gravados
+
+    metrics: dict[str, Any] = {}
+    for split in SPLITS:
+        if not features[split]:
+            continue
+        preds = predict_from_features(model, features[split]).argmax(-1)
+        metrics[split] = {
+            "accuracy": round(accuracy(preds, labels[split]), 4),
+            "confusion_matrix": confusion_matrix(preds, labels[split]).tolist(),
+            "n": len(features[split]),
+        }
+    seconds = time.perf_counter() - started
+    metrics["history"] = {"step_loss": [round(v, 4) for v in history["loss"]],
+                          "val_accuracy_per_epoch": [round(v, 4) for v in history["val_accuracy"]],
+                          "val_loss_per_epoch": [round(v, 4) for v in history["val_loss"]],
+                          "best_epoch": history["best_epoch"]}
+    metrics["train_splits"] = ["treino", "validacao"] if refit else ["treino"]
+    metrics["seconds"] = {"total": round(seconds, 1), "prefix": round(prefix_seconds, 1)}
+    metrics["threads"] = runtime.threads
+    save_classifier(out, model, cfg, metrics, weights_dtype)
+    for split in SPLITS:
+        if split in metrics:
+            print(f"acurácia de {split}: {metrics[split]['accuracy']:.2%} ({metrics[split]['n']} mensagens)")
+    print(f"gravado em {out}/ ({WEIGHTS_FILE}: {(out / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB) em {seconds:.0f} s")
+    return 0
+
+
+
+# ----------------------------------------------------------------------------- opções comuns da LoRA
+def _instruct_arguments(parser: argparse.ArgumentParser) -> None:
+    """Opções de ``python -m companion finetune instruct``."""
+    parser.add_argument("--out", required=True, help="pasta de saída (adapter.safetensors e metrics.json)")
+    _lora_arguments(parser, steps=150, batch_size=8, unit="exemplos", lr=1e-3, dropout=0.05)
+    parser.add_argument("--no-mask-prompt", action="store_true",
+                        help="treina também nos tokens do prompt (por padrão só a resposta conta)")
+    parser.add_argument("--eval-interval", type=int, default=40, help="avalia a cada N passos (padrão 40)")
+
+
+def _lora_arguments(
+    parser: argparse.ArgumentParser, *, steps: int, batch_size: int, unit: str, lr: float, dropout: float
+) -> None:
+    """As opções comuns aos ajustes com LoRA (``finetune instruct`` e ``finetune dpo``).
+
+    Cada tarefa passa os seus padrões; ``unit`` diz o que vai num lote ("exemplos", "pares").
+    Leia as opções de volta com ``_lora_configs``.
+    """
+    parser.add_argument("--steps", type=int, default=steps, help=f"passos de otimização (padrão {steps})")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"{unit} por lote (padrão {batch_size})")
+    parser.add_argument("--lr", type=float, default=lr, help=f"taxa de aprendizado máxima (padrão {lr:g})")
+    parser.add_argument("--warmup-steps", type=int, default=10, help="passos de aquecimento (padrão 10)")
+    parser.add_argument("--rank", type=int, default=8, help="posto r da LoRA (padrão 8)")
+    parser.add_argument("--alpha", type=float, default=16.0, help="alpha da LoRA (padrão 16)")
+    parser.add_argument("--dropout", type=float, default=dropout, help=f"dropout da LoRA (padrão {dropout:g})")
+    parser.add_argument("--targets", default="q_proj,v_proj",
+                        help="camadas adaptadas, separadas por vírgula (padrão q_proj,v_proj)")
+    parser.add_argument("--max-length", type=int, default=256, help="corta exemplos com mais tokens (padrão 256)")
+    parser.add_argument("--seed", type=int, default=123, help="semente (padrão 123)")
+    parser.add_argument("--limit", type=int, default=None, help=f"usa só os N primeiros {unit} de cada divisão (testes)")
+    parser.add_argument("--examples", type=int, default=4, help="respostas de teste guardadas no metrics.json (padrão 4)")
+    parser.add_argument("--no-progress", action="store_true", help="sem barra de progresso")
+
+
+def _lora_configs(args: argparse.Namespace, eval_interval: int, precision: str) -> tuple[LoRAConfig, TrainConfig]:
+    """Confere as opções de ``_lora_arguments`` e monta ``(LoRAConfig, TrainConfig)``.
+
+    Também recusa uma pasta ``--out`` que já tem um adaptador (nada é sobrescrito).
+
+    Raises:
+        FileExistsError: ``--out`` já tem ``adapter.safetensors``.
+        ValueError: ``--limit`` < 1, ou valores que as configurações recusam.
+    """
+    out = Path(args.out)
+    if (out / "adapter.safetensors").exists():
+        raise FileExistsError(f"já existe um adaptador em {out}; escolha outra pasta com --out.")
+    lora_cfg = LoRAConfig(r=args.rank, alpha=args.alpha, dropout=args.dropout, targets=_parse_targets(args.targets))
+    train_cfg = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+        weight_decay=0.0, grad_clip=1.0, eval_interval=eval_interval, precision=precision, seed=args.seed,
+    )
+    if args.limit is not None:
+        check_int("--limit", args.limit, 1)
+    return lora_cfg, train_cfg
+
+
+def _parse_targets(text: str) -> tuple[str, ...]:
+    targets = tuple(t.strip() for t in text.split(",") if t.strip())
+    if not targets:
+        raise ValueError(f"--targets precisa de ao menos um nome de camada; recebi {text!r}.")
+    return targets
+
+
+def _sample_answers(model: nn.Module, tokenizer: Any, entries: Sequence[Mapping[str, str]], max_new_tokens: int = 48) -> list[str]:
+    from companion.instruct import generate_response
+
+    return [generate_response(model, tokenizer, e, max_new_tokens) for e in entries]
+
+
+
+
+def _command_line(task: str, args: argparse.Namespace) -> str:
+    """O comando completo (todas as opções explícitas) que reproduz um ajuste: vai para o metrics.json."""
+
+    parts = ["python", "-m", "companion", "finetune", task]
+    for name, value in vars(args).items():
+        if name in ("handler", "task", "command") or value is None or value is False:
+            continue
+        flag = "--" + name.replace("_", "-")
+        parts += [flag] if value is True else [flag, str(value)]
+    return shlex.join(parts)
+
+
+
+# ----------------------------------------------------------------------------- finetune instruct
+def _run_instruct(args: argparse.Namespace) -> int:
+    """``finetune instruct``: ajuste por instruções com LoRA; grava o adaptador e as métricas."""
+    from companion.checkpoint import atomic_write_json
+    from companion.instruct import (
+        INSTRUCTIONS_ASSET,
+        SPLITS,
+        encode_instructions,
+        evaluate_instructions,
+        load_instructions,
+        train_instructions,
+    )
+    from companion.lora import apply_lora, save_lora_adapter
+    from companion.model import count_parameters
+    from companion.pretrained import load_smollm2
+
+    runtime = start(args)
+    out = Path(args.out)
+    lora_cfg, train_cfg = _lora_configs(args, args.eval_interval, runtime.precision)
+    mask_prompt = not args.no_mask_prompt
+    began = time.perf_counter()
+    model, tokenizer = load_smollm2(torch.float32)
+    model.to(runtime.device)
+    splits = {s: load_instructions(s)[: args.limit] for s in SPLITS}
+    items = {s: encode_instructions(rows, tokenizer) for s, rows in splits.items()}
+    print(
+        f"instruções: {len(items['treino'])} de treino, {len(items['validacao'])} de validação, "
+        f"{len(items['teste'])} de teste | prompt mascarado: {'sim' if mask_prompt else 'não'}"
+    )
+    shown = splits["teste"][: args.examples]
+
+    def measure() -> dict[str, float]:
+        return {
+            s: evaluate_instructions(model, items[s], args.batch_size, True, train_cfg.precision, args.max_length)
+            for s in ("validacao", "teste")
+        }
+
+    before = measure()
+    answers_before = _sample_answers(model, tokenizer, shown)
+    print(f"antes:  perda de validação {before['validacao']:.4f} | de teste {before['teste']:.4f}")
+
+    torch.manual_seed(args.seed)  # o sorteio de A da LoRA
+    apply_lora(model, lora_cfg.targets, lora_cfg.r, lora_cfg.alpha, lora_cfg.dropout)
+    trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
+    counts = f"{trainable:,} parâmetros treináveis de {total:,}".replace(",", ".")
+    print(f"LoRA r={lora_cfg.r}, alpha={lora_cfg.alpha:g} em {', '.join(lora_cfg.targets)}: "
+          f"{counts} ({100 * trainable / total:.2f}%)")
+    train_began = time.perf_counter()
+    history = train_instructions(
+        model, items["treino"], items["validacao"], train_cfg, mask_prompt=mask_prompt,
+        max_length=args.max_length, progress=not args.no_progress,
+    )
+    train_seconds = time.perf_counter() - train_began
+    after = measure()
+    answers_after = _sample_answers(model, tokenizer, shown)
+    print(f"depois: perda de validação {after['validacao']:.4f} | de teste {after['teste']:.4f}")
+
+    command = _command_line("instruct", args)
+    info = {"task": "instruct", "seed": args.seed, "mask_prompt": mask_prompt, "steps": args.steps,
+            "data_sha256": sha256_of(asset_path(INSTRUCTIONS_ASSET))}
+    file = save_lora_adapter(out, model, lora_cfg, **info)
+    metrics = {
+        "task": "instruct",
+        "command": command,
+        "seed": args.seed,
+        "lora": lora_cfg.to_dict(),
+        "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
+                  "precision": train_cfg.precision, "mask_prompt": mask_prompt, "max_length": args.max_length,
+                  "threads": runtime.threads},
+        "data": {"file": INSTRUCTIONS_ASSET, "sha256": info["data_sha256"],
+                 "counts": {s: len(v) for s, v in items.items()}},
+        "parameters": {"trainable": trainable, "total": total},
+        "loss_before": before,
+        "loss_after": after,
+        "perplexity_before": {s: math.exp(v) for s, v in before.items()},
+        "perplexity_after": {s: math.exp(v) for s, v in after.items()},
+        "history": history,
+        "examples": [
+            {"instruction": e["instrucao"], "input": e.get("entrada", ""), "expected": e["saida"],
+             "before": a, "after": b}
+            for e, a, b in zip(shown, answers_before, answers_after)
+        ],
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - began, 1),
+        "adapter_bytes": file.stat().st_size,
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    print(f"treino em {train_seconds:.0f} s; adaptador de {file.stat().st_size / 1e6:.2f} MB gravado em {file}")
+    return 0
+
+
+
+# ----------------------------------------------------------------------------- finetune dpo
+def _dpo_arguments(parser: argparse.ArgumentParser) -> None:
+    """Opções de ``python -m companion finetune dpo``."""
+    parser.add_argument("--out", required=True, help="pasta de saída (adapter.safetensors e metrics.json)")
+    parser.add_argument("--sft-adapter", default=None,
+                        help="adaptador do ajuste por instruções, ponto de partida e referência "
+                             "(padrão: o do curso, que vem com o pacote)")
+    parser.add_argument("--beta", type=float, default=0.1, help="beta da DPO (padrão 0.1)")
+    _lora_arguments(parser, steps=120, batch_size=4, unit="pares", lr=5e-4, dropout=0.0)
+
+
+def _run_dpo(args: argparse.Namespace) -> int:
+    """``finetune dpo``: alinhamento por preferências sobre o adaptador de instruções."""
+    from companion.assets import artifact_path
+    from companion.checkpoint import atomic_write_json
+    from companion.dpo import (
+        PREFERENCES_ASSET,
+        SPLITS,
+        encode_preferences,
+        evaluate_dpo,
+        load_preferences,
+        load_tuned_smollm2,
+        reference_logprobs,
+        train_dpo,
+    )
+    from companion.instruct import (
+        encode_instructions,
+        evaluate_instructions,
+        generate_response,
+        load_instructions,
+    )
+    from companion.lora import (
+        adapter_file,
+        apply_lora,
+        read_adapter_metadata,
+        save_lora_adapter,
+    )
+    from companion.model import count_parameters
+
+    runtime = start(args)
+    out = Path(args.out)
+    check_number("--beta", args.beta, 0.0, min_open=True)
+    if args.sft_adapter is None:
+        args.sft_adapter = str(artifact_path("instrucoes-lora"))
+    lora_cfg, train_cfg = _lora_configs(args, args.steps, runtime.precision)
+    read_adapter_metadata(args.sft_adapter)  # confere já que o adaptador de instruções existe
+    sft_sha = sha256_of(adapter_file(args.sft_adapter))
+
+    began = time.perf_counter()
+    model, tokenizer = load_tuned_smollm2([args.sft_adapter])  # a referência: o modelo ajustado, somado
+    model.to(runtime.device)
+    rows = {s: load_preferences(s)[: args.limit] for s in SPLITS}
+    pairs = {s: encode_preferences(r, tokenizer) for s, r in rows.items()}
+    instr_test = encode_instructions(load_instructions("teste")[: args.limit], tokenizer)
+    print(f"preferências: {len(pairs['treino'])} pares de treino, {len(pairs['validacao'])} de validação, "
+          f"{len(pairs['teste'])} de teste | beta {args.beta:g}")
+    precision = train_cfg.precision
+    for split_pairs in pairs.values():
+        reference_logprobs(model, split_pairs, args.batch_size, precision, args.max_length)
+
+    def measure() -> dict[str, Any]:
+        result: dict[str, Any] = {
+            s: evaluate_dpo(model, pairs[s], args.beta, args.batch_size, precision, args.max_length) for s in ("validacao", "teste")
+        }
+        result["instructions_test_loss"] = evaluate_instructions(model, instr_test, 8, True, precision, args.max_length)
+        return result
+
+    shown = rows["teste"][: args.examples]
+    answers_before = [generate_response(model, tokenizer, e, 64) for e in shown]
+    before = measure()
+    # fração dos pares em que a referência já acha a escolhida mais provável que a rejeitada
+    before["reference_prefers_chosen"] = {
+        s: sum(p.ref_chosen > p.ref_rejected for p in pairs[s]) / len(pairs[s]) for s in ("validacao", "teste")
+    }
+    print(f"antes:  perda DPO de teste {before['teste']['loss']:.4f} (log 2) | a referência já prefere a escolhida "
+          f"em {100 * before['reference_prefers_chosen']['teste']:.0f}% dos pares de teste")
+
+    torch.manual_seed(args.seed)
+    apply_lora(model, lora_cfg.targets, lora_cfg.r, lora_cfg.alpha, lora_cfg.dropout)
+    trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
+    train_began = time.perf_counter()
+    history = train_dpo(model, pairs["treino"], train_cfg, args.beta, max_length=args.max_length,
+                        progress=not args.no_progress)
+    train_seconds = time.perf_counter() - train_began
+    after = measure()
+    answers_after = [generate_response(model, tokenizer, e, 64) for e in shown]
+    for s in ("validacao", "teste"):
+        print(f"depois ({s}): perda DPO {after[s]['loss']:.4f} | margem {after[s]['margin']:.3f} | "
+              f"acurácia das recompensas {100 * after[s]['accuracy']:.1f}%")
+    print(f"perda nas instruções de teste: {before['instructions_test_loss']:.4f} -> {after['instructions_test_loss']:.4f}")
+
+    info = {"task": "dpo", "seed": args.seed, "beta": args.beta, "steps": args.steps,
+            "base_adapter": Path(args.sft_adapter).name, "base_adapter_sha256": sft_sha,
+            "data_sha256": sha256_of(asset_path(PREFERENCES_ASSET))}
+    file = save_lora_adapter(out, model, lora_cfg, **info)
+    metrics = {
+        "task": "dpo",
+        "command": _command_line("dpo", args),
+        "seed": args.seed,
+        "beta": args.beta,
+        "base_adapter": info["base_adapter"],
+        "base_adapter_sha256": sft_sha,
+        "lora": lora_cfg.to_dict(),
+        "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "warmup_steps": args.warmup_steps,
+                  "precision": precision, "max_length": args.max_length, "threads": runtime.threads},
+        "data": {"file": PREFERENCES_ASSET, "sha256": info["data_sha256"], "counts": {s: len(v) for s, v in pairs.items()}},
+        "parameters": {"trainable": trainable, "total": total},
+        "before": before,
+        "after": after,
+        "history": history,
+        "examples": [
+            {"instruction": e["instrucao"], "input": e.get("entrada", ""), "chosen": e["escolhida"],
+             "rejected": e["rejeitada"], "before": a, "after": b}
+            for e, a, b in zip(shown, answers_before, answers_after)
+        ],
+        "train_seconds": round(train_seconds, 1),
+        "total_seconds": round(time.perf_counter() - began, 1),
+        "adapter_bytes": file.stat().st_size,
+    }
+    atomic_write_json(out / "metrics.json", metrics)
+    print(f"treino em {train_seconds:.0f} s; adaptador de {file.stat().st_size / 1e6:.2f} MB gravado em {file}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- o comando
+# tarefa -> (ajuda, opções, execução)
+TASKS = {
+    "classify": ("treina o classificador de golpes (spam/normal) sobre o SmolLM2 e grava só os pesos treinados",
+                 _classify_arguments, _run_classify),
+    "instruct": ("ajuste fino por instruções do SmolLM2 com LoRA; grava só o adaptador",
+                 _instruct_arguments, _run_instruct),
+    "dpo": ("alinhamento por preferências (DPO) sobre o modelo ajustado a instruções; grava só o adaptador",
+            _dpo_arguments, _run_dpo),
+}
+
+
+def add_command(subparsers: argparse._SubParsersAction) -> None:
+    """Registra ``python -m companion finetune classify|instruct|dpo``."""
+    parser = subparsers.add_parser(
+        "finetune",
+        help="ajuste fino do SmolLM2 nos dados do curso (cap. 6)",
+        description="Ajuste fino do SmolLM2-135M-Instruct nos dados em pt-BR do curso.",
+    )
+    tasks = parser.add_subparsers(dest="task", metavar="TAREFA", required=True, parser_class=type(parser))
+    for task, (help_text, add_arguments, handler) in TASKS.items():
+        task_parser = tasks.add_parser(task, help=help_text, description=help_text)
+        add_arguments(task_parser)
+        add_runtime_options(task_parser)
+        task_parser.set_defaults(handler=handler)
