@@ -19,9 +19,15 @@ O formato deste módulo, dentro de um único arquivo ``.safetensors``:
 - metadados (texto): o formato, a versão, a configuração do modelo (se ele tiver
   ``cfg``) e os valores de ``**state`` que não são tensores, em JSON.
 
-A gravação é atômica: escrevemos num arquivo temporário na mesma pasta e só então o
-renomeamos (``os.replace``) por cima do destino. Se o processo morrer no meio, o
-*checkpoint* anterior continua inteiro.
+A gravação é atômica: escrevemos num arquivo temporário na mesma pasta, forçamos os
+bytes para o disco (``fsync``), só então o renomeamos (``os.replace``) por cima do destino
+e forçamos também a pasta (a troca de nome fica gravada mesmo se faltar energia). Se o
+processo morrer no meio, o *checkpoint* anterior continua inteiro.
+
+Na leitura, duas conferências que o safetensors sozinho não faz: o sha256 dos bytes dos
+tensores, gravado nos metadados (um byte trocado no disco vira um erro claro, não pesos
+errados em silêncio), e a configuração gravada contra a do modelo de destino (um
+*checkpoint* de 4 cabeças não entra num modelo de 2, mesmo que os formatos coincidam).
 """
 
 from __future__ import annotations
@@ -45,12 +51,13 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "read_checkpoint_metadata",
+    "tensors_sha256",
     "atomic_write_bytes",
     "atomic_write_json",
 ]
 
 CHECKPOINT_FORMAT = "companion-checkpoint"
-CHECKPOINT_VERSION = "1"
+CHECKPOINT_VERSION = "2"  # 2: sha256 dos tensores nos metadados
 
 _MODEL = "model."
 _OPTIM = "optimizer."
@@ -87,7 +94,19 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
     return path
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Força para o disco a entrada da pasta (a troca de nome sobrevive a uma queda de energia)."""
+    if os.name != "posix":  # no Windows não se abre uma pasta para fsync
+        return
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -97,6 +116,18 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
 
 
 # ----------------------------------------------------------------------------- gravação
+def tensors_sha256(tensors: dict[str, Tensor]) -> str:
+    """sha256 dos nomes, formatos, tipos e bytes dos tensores, em ordem de nome (independe do cabeçalho)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _shared_aliases(state_dict: dict[str, Tensor]) -> dict[str, str]:
     """Chaves que apontam para o mesmo tensor de outra chave anterior: ``{apelido: original}``."""
     seen: dict[tuple[int, int, tuple[int, ...], torch.dtype], str] = {}
@@ -191,6 +222,7 @@ def save_checkpoint(
         else:
             extra[name] = _to_json(value, f"o valor de state[{name!r}]")
     metadata["state"] = json.dumps(extra, ensure_ascii=False)
+    metadata["tensors_sha256"] = tensors_sha256(tensors)
 
     return atomic_write_bytes(path, save_bytes(tensors, metadata=metadata))
 
@@ -221,9 +253,26 @@ def _open_checkpoint(path: str | os.PathLike) -> tuple[Path, dict[str, str]]:
         )
     if metadata.get("version") != CHECKPOINT_VERSION:
         raise ValueError(
-            f"{path} tem a versão {metadata.get('version')!r} do formato; este pacote lê a {CHECKPOINT_VERSION}."
+            f"{path} tem a versão {metadata.get('version')!r} do formato; este pacote lê a {CHECKPOINT_VERSION}. "
+            "Carregue-o com a versão do pacote que o gravou e grave de novo com save_checkpoint."
         )
     return path, metadata
+
+
+def _check_model_config(path: Path, metadata: dict[str, str], model: nn.Module) -> None:
+    """Recusa um *checkpoint* cuja configuração gravada difere da do modelo (nomeando o campo)."""
+    cfg = getattr(model, "cfg", None)
+    if "model_config" not in metadata or not dataclasses.is_dataclass(cfg) or isinstance(cfg, type):
+        return
+    saved = json.loads(metadata["model_config"])
+    current = dataclasses.asdict(cfg)
+    for name in sorted(set(saved) | set(current)):
+        if saved.get(name) != current.get(name):
+            raise ValueError(
+                f"o checkpoint {path} foi gravado com {name}={saved.get(name)!r}, mas o modelo de destino tem "
+                f"{name}={current.get(name)!r}. Crie o modelo com a configuração do treino "
+                "(ela está no próprio checkpoint: read_checkpoint_metadata(...)['model_config'])."
+            )
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -287,8 +336,9 @@ def load_checkpoint(
 
     Raises:
         FileNotFoundError: arquivo inexistente.
-        ValueError: arquivo truncado/corrompido, de outro formato, de outra configuração
-            (a mensagem nomeia o tensor e os dois formatos) ou sem estado de otimizador.
+        ValueError: arquivo truncado/corrompido (também um byte trocado nos tensores), de outro
+            formato, de outra configuração (a mensagem nomeia o campo ou o tensor) ou sem
+            estado de otimizador.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model deve ser um torch.nn.Module; recebi {type(model).__name__}.")
@@ -297,11 +347,17 @@ def load_checkpoint(
         tensors = load_bytes(path.read_bytes())
     except (SafetensorError, ValueError) as error:  # cabeçalho lido, mas os dados não batem
         raise ValueError(f"o arquivo {path} está truncado ou corrompido ({error}).") from error
+    if tensors_sha256(tensors) != metadata.get("tensors_sha256"):
+        raise ValueError(
+            f"o arquivo {path} está corrompido: o sha256 dos tensores não bate com o gravado nos metadados "
+            "(algum byte mudou no disco). Use uma cópia anterior ou treine de novo."
+        )
 
     saved_model = {k[len(_MODEL) :]: v for k, v in tensors.items() if k.startswith(_MODEL)}
     for alias, original in json.loads(metadata["aliases"]).items():
         saved_model[alias] = saved_model[original]
     _check_model_tensors(path, model.state_dict(), saved_model)
+    _check_model_config(path, metadata, model)  # mesmos formatos não bastam (n_heads, tie_weights...)
     model.load_state_dict(saved_model)
 
     if optimizer is not None:

@@ -84,9 +84,7 @@ PAD_ID = 0  # <|endoftext|> do SmolLM2; com preenchimento à direita e atenção
 # Como a mensagem chega ao modelo: "texto" = só a mensagem; "conversa" = a mensagem dentro do
 # molde de conversa do SmolLM2-Instruct, depois de uma pergunta, terminando em
 # "<|im_start|>assistant\n" — o último token é o ponto em que o modelo vai responder, e o
-# estado oculto ali já "pensa" na pergunta. No cap. 6, com 1 bloco treinável e os três primeiros
-# lotes (2.088 mensagens de treino), a conversa acertou 91,95% da validação, contra 90,80% do texto sozinho
-# (com só ~100 mensagens de treino, porém, ela ainda não funciona: veja o notebook).
+# estado oculto ali já "pensa" na pergunta (o cap. 6 compara os dois formatos).
 PROMPT_FORMATS: tuple[str, ...] = ("conversa", "texto")
 # A pergunta vai em inglês: o SmolLM2 foi treinado quase só em inglês e é nessa língua que
 # ele entende melhor o pedido. A mensagem continua em português.

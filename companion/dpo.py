@@ -36,7 +36,7 @@ só o adaptador novo, pequeno, e um ``metrics.json``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ __all__ = [
     "dpo_loss",
     "load_preferences",
     "encode_preferences",
+    "split_long_pairs",
     "collate_preferences",
     "reference_logprobs",
     "evaluate_dpo",
@@ -205,6 +206,16 @@ def encode_preferences(entries: Sequence[Mapping[str, str]], tokenizer: Any) -> 
     return pairs
 
 
+def split_long_pairs(pairs: Sequence[PreferencePair], max_length: int) -> tuple[list[PreferencePair], int]:
+    """Os pares em que as duas respostas cabem em ``max_length`` tokens, e quantos ficaram de fora.
+
+    Cortar um par mudaria a log-probabilidade das respostas (e a recompensa implícita);
+    por isso os longos saem inteiros, e quem chama diz quantos saíram.
+    """
+    kept = [p for p in pairs if max(len(p.chosen), len(p.rejected)) - 1 <= max_length]
+    return kept, len(pairs) - len(kept)
+
+
 def collate_preferences(batch: Sequence[PreferencePair], max_length: int | None = None) -> tuple[Tensor, Tensor]:
     """Um lote de ``2B`` linhas: as ``B`` escolhidas e, depois, as ``B`` rejeitadas.
 
@@ -213,9 +224,20 @@ def collate_preferences(batch: Sequence[PreferencePair], max_length: int | None 
 
     Returns:
         ``(inputs, targets)``, cada um ``(2B, T)``.
+
+    Raises:
+        ValueError: lote vazio ou par mais longo que ``max_length`` (nunca é cortado).
     """
     if len(batch) == 0:
         raise ValueError("collate_preferences: o lote está vazio.")
+    if max_length is not None:
+        long = [i for i, p in enumerate(batch) if max(len(p.chosen), len(p.rejected)) - 1 > max_length]
+        if long:
+            raise ValueError(
+                f"o par {long[0]} do lote passa de max_length={max_length} tokens: cortá-lo mudaria log pi(y | x) "
+                "das respostas em silêncio. Aumente max_length ou tire os pares longos antes "
+                "(companion.dpo.split_long_pairs)."
+            )
     rows = [(p.chosen, p.prompt_len) for p in batch] + [(p.rejected, p.prompt_len) for p in batch]
     return collate_instructions(rows, mask_prompt=True, max_length=max_length)
 
@@ -262,6 +284,25 @@ def _ref_tensors(batch: Sequence[PreferencePair], device: torch.device) -> tuple
     return chosen, rejected
 
 
+def _scored_batches(
+    model: nn.Module, pairs: Sequence[PreferencePair], beta: float, batch_size: int, precision: str,
+    max_length: int | None,
+) -> Iterator[tuple[int, DPOOutput, Tensor, Tensor]]:
+    """Percorre os pares em lotes, em modo ``eval``: ``(tamanho, saída da DPO, logp escolhidas, logp rejeitadas)``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            ref_c, ref_r = _ref_tensors(batch, device)
+            with autocast(precision, device):
+                pol_c, pol_r = _pair_logprobs(model, batch, max_length)
+            yield len(batch), dpo_loss(pol_c, pol_r, ref_c, ref_r, beta), pol_c, pol_r
+    finally:
+        model.train(was_training)
+
+
 @torch.no_grad()
 def evaluate_dpo(
     model: nn.Module,
@@ -282,27 +323,15 @@ def evaluate_dpo(
     """
     if len(pairs) == 0:
         raise ValueError("evaluate_dpo: o conjunto está vazio.")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
     sums = dict.fromkeys(("loss", "margin", "accuracy", "chosen_reward", "rejected_reward", "chosen_logp", "rejected_logp"), 0.0)
-    try:
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
-            ref_c, ref_r = _ref_tensors(batch, device)
-            with autocast(precision, device):
-                pol_c, pol_r = _pair_logprobs(model, batch, max_length)
-            out = dpo_loss(pol_c, pol_r, ref_c, ref_r, beta)
-            n = len(batch)
-            sums["loss"] += float(out.loss) * n
-            sums["margin"] += float(out.margins.sum())
-            sums["accuracy"] += out.accuracy * n
-            sums["chosen_reward"] += float(out.chosen_rewards.sum())
-            sums["rejected_reward"] += float(out.rejected_rewards.sum())
-            sums["chosen_logp"] += float(pol_c.sum())
-            sums["rejected_logp"] += float(pol_r.sum())
-    finally:
-        model.train(was_training)
+    for n, out, pol_c, pol_r in _scored_batches(model, pairs, beta, batch_size, precision, max_length):
+        sums["loss"] += float(out.loss) * n
+        sums["margin"] += float(out.margins.sum())
+        sums["accuracy"] += out.accuracy * n
+        sums["chosen_reward"] += float(out.chosen_rewards.sum())
+        sums["rejected_reward"] += float(out.rejected_rewards.sum())
+        sums["chosen_logp"] += float(pol_c.sum())
+        sums["rejected_logp"] += float(pol_r.sum())
     return {k: v / len(pairs) for k, v in sums.items()}
 
 
@@ -323,19 +352,7 @@ def pair_margins(
     Raises:
         ValueError: pares sem as log-probabilidades da referência.
     """
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    margins = []
-    try:
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
-            ref_c, ref_r = _ref_tensors(batch, device)
-            with autocast(precision, device):
-                pol_c, pol_r = _pair_logprobs(model, batch, max_length)
-            margins.append(dpo_loss(pol_c, pol_r, ref_c, ref_r, beta).margins)
-    finally:
-        model.train(was_training)
+    margins = [out.margins for _, out, _, _ in _scored_batches(model, pairs, beta, batch_size, precision, max_length)]
     return torch.cat(margins) if margins else torch.zeros(0)
 
 

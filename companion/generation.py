@@ -37,7 +37,7 @@ class _DecodeLayout:
     tempo vai quase todo em ler os pesos da memória (no ``curso-medio``, ~120 MB por
     token, 77 MB só na cabeça de saída). O ``nn.Linear`` guarda ``W`` como ``(saída,
     entrada)`` e calcula ``x @ W.T``; na CPU, o *kernel* de vetor x matriz lê bem mais
-    depressa a matriz quando ``W.T`` é contígua (medido no cap. 4: ~1,5-2x na cabeça).
+    depressa a matriz quando ``W.T`` é contígua (o cap. 4 mede a diferença).
 
     Então, enquanto a geração dura, trocamos os dados de cada peso por uma cópia com os
     MESMOS valores e o MESMO formato, só com a ordem na memória transposta

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from companion._checks import check_int
 from companion.data import SPLITS, load_jsonl
 from companion.hardware import autocast
 from companion.train import TrainConfig
@@ -50,6 +51,7 @@ __all__ = [
     "load_instructions",
     "encode_instructions",
     "collate_instructions",
+    "split_by_length",
     "instruction_loss",
     "evaluate_instructions",
     "train_instructions",
@@ -199,7 +201,8 @@ def collate_instructions(
 
     Raises:
         ValueError: lote vazio, sequência com menos de 2 tokens, ``prompt_len`` fora de
-            ``[0, len(ids)]`` ou ``max_length`` < 1.
+            ``[0, len(ids)]``, ``max_length`` < 1 ou, com ``mask_prompt``, um exemplo cujo
+            *prompt* sozinho já ocupa ``max_length`` (não sobraria alvo nenhum).
     """
     if len(batch) == 0:
         raise ValueError("collate_instructions: o lote está vazio.")
@@ -216,6 +219,12 @@ def collate_instructions(
         if isinstance(prompt_len, bool) or not isinstance(prompt_len, int) or not 0 <= prompt_len <= len(ids):
             raise ValueError(f"o prompt_len do item {i} deve ser um inteiro em [0, {len(ids)}]; recebi {prompt_len!r}.")
         if max_length is not None:
+            if mask_prompt and prompt_len > max_length:
+                raise ValueError(
+                    f"o item {i} do lote não tem nenhum alvo: o prompt tem {prompt_len} tokens e max_length="
+                    f"{max_length} corta a resposta inteira (a perda seria NaN). Aumente max_length ou tire os "
+                    "exemplos longos antes (companion.instruct.split_by_length)."
+                )
             ids = ids[: max_length + 1]
         seqs.append(ids)
         prompt_lens.append(prompt_len)
@@ -229,6 +238,24 @@ def collate_instructions(
         if mask_prompt:
             targets[row, : max(0, min(prompt_len - 1, n))] = ignore_index
     return inputs, targets
+
+
+def split_by_length(
+    items: Sequence[tuple[Sequence[int], int]], max_length: int
+) -> tuple[list[tuple[Sequence[int], int]], list[int]]:
+    """Separa os exemplos cujo *prompt* cabe em ``max_length`` dos que não cabem.
+
+    Um exemplo cuja resposta passa do limite é cortado no lote e ainda ensina o começo da
+    resposta; um cujo *prompt* sozinho ocupa ``max_length`` tokens não tem alvo nenhum.
+
+    Returns:
+        ``(que_cabem, índices_dos_que_ficaram_de_fora)``.
+    """
+    check_int("max_length", max_length, 1)
+    kept, dropped = [], []
+    for i, (ids, prompt_len) in enumerate(items):
+        (kept.append((ids, prompt_len)) if prompt_len <= max_length else dropped.append(i))
+    return kept, dropped
 
 
 # ----------------------------------------------------------------------------- a perda

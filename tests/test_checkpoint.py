@@ -128,6 +128,41 @@ def test_other_architecture(trained):
         load_checkpoint(path, tiny_model(n_layers=1))
 
 
+@pytest.mark.parametrize("overrides", [{"n_heads": 2}, {"tie_weights": False}, {"drop_rate": 0.0}])
+def test_same_shapes_other_config_is_refused(trained, overrides):
+    """4 cabeças ou 2, cabeça amarrada ou solta: os tensores têm os mesmos formatos, só a configuração denuncia."""
+    _, _, path = trained
+    field = next(iter(overrides))
+    other = tiny_model(**overrides)
+    with pytest.raises(ValueError, match=rf"gravado com {field}=.*mas o modelo de destino tem {field}="):
+        load_checkpoint(path, other)
+
+
+def test_flipped_byte_in_tensor_data_is_detected(trained):
+    _, _, path = trained
+    data = bytearray(path.read_bytes())
+    data[-100] ^= 0x01  # um bit no meio dos dados dos tensores (o cabeçalho fica intacto)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="sha256 dos tensores não bate"):
+        load_checkpoint(path, tiny_model())
+
+
+def test_atomic_write_syncs_the_folder(tmp_path, monkeypatch):
+    """Depois do os.replace, a pasta também vai para o disco (a troca de nome sobrevive a uma queda de energia)."""
+    import stat
+
+    synced = []
+    real = os.fsync
+
+    def spy(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    atomic_write_json(tmp_path / "x.json", {"a": 1})
+    assert synced == [False, True]  # primeiro o arquivo, depois a pasta
+
+
 def test_not_a_companion_checkpoint(tmp_path):
     path = tmp_path / "outro.safetensors"
     save_file({"x": torch.zeros(2)}, str(path))

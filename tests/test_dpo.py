@@ -20,6 +20,7 @@ from companion.dpo import (
     load_preferences,
     reference_logprobs,
     sequence_logprobs,
+    split_long_pairs,
     train_dpo,
 )
 from companion.instruct import format_prompt
@@ -226,3 +227,14 @@ def test_pair_margins_match_evaluate_and_reference_via_disable():
     assert margins.shape == (5,)
     assert math.isclose(float(margins.mean()), result["margin"], rel_tol=1e-5, abs_tol=1e-6)
     assert math.isclose(float((margins > 0).float().mean()), result["accuracy"], abs_tol=1e-6)
+
+
+def test_long_pairs_are_reported_never_cut():
+    short = PreferencePair(chosen=[1, 2, 3, 4], rejected=[1, 2, 5], prompt_len=2)
+    long = PreferencePair(chosen=[1, 2] + [3] * 10, rejected=[1, 2, 5], prompt_len=2)
+    with pytest.raises(ValueError, match="o par 1 do lote passa de max_length=5"):
+        collate_preferences([short, long], max_length=5)
+    kept, dropped = split_long_pairs([short, long], 5)
+    assert kept == [short] and dropped == 1
+    inputs, _ = collate_preferences(kept, max_length=5)
+    assert inputs.shape == (2, 3)

@@ -24,6 +24,7 @@ from companion.instruct import (
     generate_response,
     instruction_loss,
     load_instructions,
+    split_by_length,
     train_instructions,
 )
 from companion.llama import LlamaConfig, LlamaModel
@@ -280,3 +281,16 @@ def test_shipped_instruction_adapter_lowers_held_out_loss():
     assert math.isclose(base, metrics["loss_before"]["teste"], rel_tol=2e-2)
     assert math.isclose(tuned, metrics["loss_after"]["teste"], rel_tol=2e-2)
     assert tuned < base - 0.3  # o ajuste melhora de verdade a perda nas instruções de teste
+
+
+def test_prompt_longer_than_max_length_is_refused_not_nan():
+    """Com o prompt mascarado, um prompt que ocupa a janela inteira não deixaria alvo: erro, não NaN."""
+    items = [([1, 2, 3, 4, 5, 6], 5), ([1, 2, 3, 4], 2)]
+    with pytest.raises(ValueError, match="item 0 do lote não tem nenhum alvo"):
+        collate_instructions(items, mask_prompt=True, max_length=4)
+    inputs, targets = collate_instructions(items, mask_prompt=True, max_length=5)  # cabe: sobra 1 alvo
+    assert (targets[0] != -100).sum() == 1
+    kept, dropped = split_by_length(items, 4)
+    assert kept == [items[1]] and dropped == [0]
+    with pytest.raises(ValueError, match="max_length"):
+        split_by_length(items, 0)

