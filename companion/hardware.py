@@ -14,7 +14,8 @@ laptops e o Colab sem GPU) o PyTorch emula o bf16 e uma multiplicação de matri
 dezenas de vezes MAIS LENTA que em ``float32``. Em vez de adivinhar pelo fabricante, a
 CPU é consultada: as *flags* ``avx512_bf16``/``amx_bf16`` do Linux (``/proc/cpuinfo``),
 ``FEAT_BF16`` num Mac. Quem limita o PyTorch a instruções mais antigas
-(``ATEN_CPU_CAPABILITY=avx2`` ou ``ONEDNN_MAX_CPU_ISA=AVX2``) também fica sem bf16.
+(``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2`` ou ``MKL_ENABLE_INSTRUCTIONS=AVX2``)
+também fica sem bf16.
 """
 
 from __future__ import annotations
@@ -70,7 +71,12 @@ def _forced_without_bf16(environ: dict[str, str] | os._Environ[str]) -> bool:
     """``True`` se o PyTorch foi limitado a instruções sem bf16 nativo por variável de ambiente."""
     aten = environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
     onednn = environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
-    return aten in ("default", "avx2", "zvector", "vsx") or onednn in _ONEDNN_WITHOUT_BF16
+    mkl = environ.get("MKL_ENABLE_INSTRUCTIONS", "").strip().upper()
+    return (
+        aten in ("default", "avx2", "zvector", "vsx")
+        or onednn in _ONEDNN_WITHOUT_BF16
+        or mkl in ("SSE4_2", "AVX", "AVX2", "AVX512")
+    )
 
 
 @functools.lru_cache(maxsize=1)

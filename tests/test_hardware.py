@@ -24,6 +24,7 @@ def cpu(monkeypatch):
         monkeypatch.setattr(hardware.Path, "read_text", lambda self, **kw: cpuinfo)
         monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
         monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+        monkeypatch.delenv("MKL_ENABLE_INSTRUCTIONS", raising=False)
 
     yield use
     hardware.cpu_has_native_bf16.cache_clear()
@@ -45,7 +46,7 @@ def test_cpu_bf16_comes_from_the_cpu_flags(cpu, cpuinfo, native):
 
 
 @pytest.mark.parametrize(("var", "value"), [("ATEN_CPU_CAPABILITY", "avx2"), ("ONEDNN_MAX_CPU_ISA", "AVX2"),
-                                            ("ATEN_CPU_CAPABILITY", "default")])
+                                            ("ATEN_CPU_CAPABILITY", "default"), ("MKL_ENABLE_INSTRUCTIONS", "AVX2")])
 def test_forcing_older_kernels_turns_bf16_off(cpu, monkeypatch, var, value):
     cpu(AMX_CPUINFO)
     monkeypatch.setenv(var, value)
