@@ -28,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from companion._checks import check_int, check_probability
+
 __all__ = [
     "KVCache",
     "MultiHeadAttention",
@@ -41,16 +43,6 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- validação
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} deve ser um inteiro >= 1; recebi {value!r}.")
-
-
-def _check_dropout(value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout deve ser um número em [0, 1); recebi {value!r}.")
-
-
 def _check_input(x: object, d_in: int, who: str) -> None:
     if not isinstance(x, Tensor):
         raise TypeError(f"{who} espera um tensor; recebi {type(x).__name__}.")
@@ -74,7 +66,7 @@ def causal_mask(context_length: int, device: torch.device | str | None = None) -
     Raises:
         ValueError: se ``context_length`` não for um inteiro >= 1.
     """
-    _check_positive_int("context_length", context_length)
+    check_int("context_length", context_length, 1)
     ones = torch.ones(context_length, context_length, dtype=torch.bool, device=device)
     return torch.triu(ones, diagonal=1)
 
@@ -124,8 +116,8 @@ class SelfAttentionV1(nn.Module):
 
     def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
-        _check_positive_int("d_in", d_in)
-        _check_positive_int("d_out", d_out)
+        check_int("d_in", d_in, 1)
+        check_int("d_out", d_out, 1)
         self.d_in, self.d_out = d_in, d_out
         # Inicialização uniforme em ±1/sqrt(d_in), a mesma escala que nn.Linear usa.
         bound = 1.0 / math.sqrt(d_in)
@@ -160,8 +152,8 @@ class SelfAttentionV2(nn.Module):
 
     def __init__(self, d_in: int, d_out: int, qkv_bias: bool = False) -> None:
         super().__init__()
-        _check_positive_int("d_in", d_in)
-        _check_positive_int("d_out", d_out)
+        check_int("d_in", d_in, 1)
+        check_int("d_out", d_out, 1)
         self.d_in, self.d_out = d_in, d_out
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -199,8 +191,8 @@ class CausalAttention(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("d_in", d_in), ("d_out", d_out), ("context_length", context_length)):
-            _check_positive_int(name, value)
-        _check_dropout(dropout)
+            check_int(name, value, 1)
+        check_probability("dropout", dropout)
         self.d_in, self.d_out, self.context_length = d_in, d_out, context_length
         self.W_query = nn.Linear(d_in, d_out, bias=qkv_bias)
         self.W_key = nn.Linear(d_in, d_out, bias=qkv_bias)
@@ -256,8 +248,8 @@ class MultiHeadAttentionWrapper(nn.Module):
         qkv_bias: bool = False,
     ) -> None:
         super().__init__()
-        _check_positive_int("num_heads", num_heads)
-        _check_positive_int("d_out", d_out)
+        check_int("num_heads", num_heads, 1)
+        check_int("d_out", d_out, 1)
         if d_out % num_heads != 0:
             raise ValueError(
                 f"d_out ({d_out}) deve ser divisível por num_heads ({num_heads}): cada cabeça "
@@ -316,7 +308,7 @@ class KVCache:
             ("max_len", max_len),
             ("head_dim", head_dim),
         ):
-            _check_positive_int(name, value)
+            check_int(name, value, 1)
         if not isinstance(dtype, torch.dtype):
             raise TypeError(f"dtype deve ser um torch.dtype (ex.: torch.float32); recebi {dtype!r}.")
         self.batch_size = batch_size
@@ -422,8 +414,8 @@ class MultiHeadAttention(nn.Module):
             ("context_length", context_length),
             ("num_heads", num_heads),
         ):
-            _check_positive_int(name, value)
-        _check_dropout(dropout)
+            check_int(name, value, 1)
+        check_probability("dropout", dropout)
         if d_out % num_heads != 0:
             raise ValueError(
                 f"d_out ({d_out}) deve ser divisível por num_heads ({num_heads}): cada cabeça "

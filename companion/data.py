@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from companion._checks import check_int
 from companion.assets import asset_path
 
 CORPUS_FILE = "corpus_ptbr.txt"
@@ -72,13 +73,6 @@ def _encode_with_specials(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer.encode(text))
 
 
-def _check_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} deve ser um inteiro positivo; recebi {value!r}.")
-    if value <= 0:
-        raise ValueError(f"{name} deve ser um inteiro positivo (>= 1); recebi {value}.")
-
-
 class GPTDataset(Dataset):
     """Janelas deslizantes de tokens: pares (entrada, alvo) para treinar um GPT (cap. 2).
 
@@ -118,10 +112,10 @@ class GPTDataset(Dataset):
         max_length: int = 256,
         stride: int | None = None,
     ) -> None:
-        _check_positive_int(max_length, "max_length")
+        check_int("max_length", max_length, 1)
         if stride is None:
             stride = max_length
-        _check_positive_int(stride, "stride")
+        check_int("stride", stride, 1)
         if isinstance(data, str):
             if tokenizer is None:
                 raise TypeError("data é um texto: passe também um tokenizer para convertê-lo em IDs.")
@@ -200,7 +194,7 @@ def create_dataloader(
             sairia nenhum lote).
     """
     _check_text_arg(text)
-    _check_positive_int(batch_size, "batch_size")
+    check_int("batch_size", batch_size, 1)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(f"num_workers deve ser um inteiro >= 0; recebi {num_workers!r}.")
     dataset = GPTDataset(text, tokenizer, max_length=max_length, stride=stride)

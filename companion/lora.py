@@ -272,8 +272,6 @@ def apply_lora(
     missing = [t for t in cfg.targets if t not in available]
     if missing:
         raise ValueError(f"apply_lora: o modelo não tem camadas nn.Linear chamadas {missing}; as que existem são {available}.")
-    for p in model.parameters():
-        p.requires_grad_(False)
     chosen = [
         name
         for name, m in model.named_modules()
@@ -287,6 +285,8 @@ def apply_lora(
             "(pesos amarrados). Somar a LoRA a ela mudaria também a outra na hora de juntar os pesos "
             "(merge_lora); escolha outras camadas em targets."
         )
+    for p in model.parameters():
+        p.requires_grad_(False)
     for name in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -6,7 +6,15 @@ import math
 
 import pytest
 
-from companion._checks import check_bool, check_choice, check_int, check_number, check_probability, is_int, is_number
+from companion._checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_probability,
+    is_int,
+    is_number,
+)
 
 
 def test_is_int_and_is_number_exclude_bool_and_non_finite():

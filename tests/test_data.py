@@ -83,11 +83,11 @@ def test_dataset_recognizes_endoftext_with_tiktoken_and_bpe():
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"max_length": 0}, ValueError, "max_length deve ser um inteiro positivo"),
+        ({"max_length": 0}, ValueError, "max_length deve ser um inteiro >= 1"),
         ({"max_length": -3}, ValueError, "max_length"),
-        ({"max_length": 2.5}, TypeError, "max_length"),
-        ({"max_length": True}, TypeError, "max_length"),
-        ({"stride": 0}, ValueError, "stride deve ser um inteiro positivo"),
+        ({"max_length": 2.5}, ValueError, "max_length"),
+        ({"max_length": True}, ValueError, "max_length"),
+        ({"stride": 0}, ValueError, "stride deve ser um inteiro >= 1"),
         ({"stride": -1}, ValueError, "stride"),
         ({"max_length": 50}, ValueError, r"só 10 tokens.*max_length \+ 1 = 51"),
     ],

@@ -316,3 +316,26 @@ def test_disable_lora_restores_base_outputs():
     with pytest.raises(ValueError, match="não tem camadas LoRA"):
         with disable_lora(tiny_llama()):
             pass
+
+
+def test_apply_lora_refuses_tied_weights():
+    """A cabeça do GPT é o mesmo tensor do embedding: a LoRA nela mudaria o embedding ao somar (merge)."""
+    from companion.model import GPTConfig, GPTModel
+
+    model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1))
+    before = model.tok_emb.weight.detach().clone()
+    with pytest.raises(ValueError, match="out_head compartilha o peso com tok_emb.weight"):
+        apply_lora(model, ["out_head"])
+    assert torch.equal(model.tok_emb.weight, before)
+    assert not any(isinstance(m, LoRALinear) for m in model.modules())
+    apply_lora(model, ["W_query"])  # as outras camadas continuam permitidas
+    assert sum(isinstance(m, LoRALinear) for m in model.modules()) == 1
+
+
+def test_refused_apply_lora_leaves_the_model_trainable():
+    from companion.model import GPTConfig, GPTModel
+
+    model = GPTModel(GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=1))
+    with pytest.raises(ValueError):
+        apply_lora(model, ["out_head"])
+    assert all(p.requires_grad for p in model.parameters())  # nada mudou
