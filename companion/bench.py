@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from companion.generation import generate
 from companion.model import GPTConfig, GPTModel, count_parameters
+from companion.numbers import num
 
 __all__ = ["BenchResult", "median_seconds", "train_step", "run_benchmark", "format_table"]
 
@@ -171,11 +172,11 @@ def format_table(result: BenchResult) -> str:
     """A tabela que o comando imprime (Markdown, para colar no livro ou numa *issue*)."""
 
     def fmt(value: float | None) -> str:
-        return "—" if value is None else f"{value:,.1f}".replace(",", "X").replace(".", ",").replace("X", ".")
+        return "—" if value is None else num(value, 1)
 
     r = result
     head = (
-        f"preset {r.preset} ({r.n_params / 1e6:.1f} M parâmetros), {r.threads} thread(s), float32\n\n"
+        f"preset {r.preset} ({num(r.n_params / 1e6, 1)} M parâmetros), {r.threads} thread(s), float32\n\n"
         "| medida | tokens/s |\n|---|---:|\n"
     )
     rows = [

@@ -46,6 +46,7 @@ from torch import Tensor, nn
 from companion._checks import check_bool, check_choice, check_int, check_number
 from companion.data import SPLITS, load_jsonl
 from companion.lm import CausalLM
+from companion.numbers import num, pct
 
 __all__ = [
     "LABELS",
@@ -615,7 +616,7 @@ def train_classifier(
             history["lr"].append(cfg.lr * factor)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(perda=f"{history['loss'][-1]:.3f}")
+                bar.set_postfix(perda=f"{num(history['loss'][-1], 3)}")
         if val_features is not None:
             val_targets = torch.as_tensor(val_labels, dtype=torch.long)
             val_logits = predict_from_features(model, val_features)  # (N, K)
@@ -632,11 +633,11 @@ def train_classifier(
             if log is not None:
                 recent = history["loss"][-steps_per_epoch:]
                 mark = " (a melhor até aqui)" if cfg.keep_best and improved else ""
-                log(f"época {epoch + 1}: perda média {sum(recent) / len(recent):.4f} · "
-                    f"validação: acurácia {val_accuracy:.2%}, perda {val_loss:.4f}{mark}")
+                log(f"época {epoch + 1}: perda média {num(sum(recent) / len(recent), 4)} · "
+                    f"validação: acurácia {pct(val_accuracy, 2)}, perda {num(val_loss, 4)}{mark}")
         elif log is not None:
             recent = history["loss"][-steps_per_epoch:]
-            log(f"época {epoch + 1}: perda média {sum(recent) / len(recent):.4f}")
+            log(f"época {epoch + 1}: perda média {num(sum(recent) / len(recent), 4)}")
         if step >= total:
             break
     if bar is not None:

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from companion._checks import check_int
 from companion.data import SPLITS, load_jsonl
 from companion.hardware import autocast
+from companion.numbers import num
 from companion.train import TrainConfig
 
 __all__ = [
@@ -396,7 +397,7 @@ def train_instructions(
         history["step"].append(step)
         history["val_loss"].append(val)
         if verbose:
-            message = f"passo {step:>4} | perda de validação {val:.4f} (perplexidade {math.exp(val):.2f})"
+            message = f"passo {step:>4} | perda de validação {num(val, 4)} (perplexidade {num(math.exp(val), 2)})"
             (bar.write if progress else print)(message)
 
     bar = tqdm(total=cfg.steps, disable=not progress, desc="ajuste", unit="passo")
@@ -425,7 +426,7 @@ def train_instructions(
             history["step_loss"].append(loss.item())
             history["lr"].append(lr)
             bar.update(1)
-            bar.set_postfix(perda=f"{history['step_loss'][-1]:.3f}", refresh=False)
+            bar.set_postfix(perda=f"{num(history['step_loss'][-1], 3)}", refresh=False)
         run_eval(cfg.steps)
     bar.close()
     model.eval()

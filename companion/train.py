@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from companion._checks import check_choice, check_int, check_number
 from companion.hardware import autocast
 from companion.loss import calc_loss_batch, calc_loss_loader
+from companion.numbers import num
 
 __all__ = [
     "evaluate",
@@ -354,7 +355,7 @@ def train(
         history["train_loss"].append(train_loss)
         history["val_loss"].append(val_loss)
         if verbose:
-            message = f"passo {step:>5} | perda de treino {train_loss:.3f} | perda de validação {val_loss:.3f}"
+            message = f"passo {step:>5} | perda de treino {num(train_loss, 3)} | perda de validação {num(val_loss, 3)}"
             (bar.write if progress else print)(message)
         if on_eval is not None:
             on_eval(step, history)
@@ -402,7 +403,7 @@ def train(
             history["lr"].append(lr)
             history["grad_norm"].append(grad_norm)
             bar.update(1)
-            bar.set_postfix(perda=f"{float(step_loss):.3f}", refresh=False)
+            bar.set_postfix(perda=f"{num(float(step_loss), 3)}", refresh=False)
             done = step + 1
             if rank == 0 and (done % cfg.eval_interval == 0 or done == cfg.steps):
                 run_eval(done)

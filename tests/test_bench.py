@@ -25,7 +25,7 @@ def test_cli_bench_prints_table(capsys):
     assert "| medida | tokens/s |" in out
     assert "treino (lote 2 x 16" in out
     assert "geração com KV cache" in out and "geração sem KV cache" in out
-    assert "curso-mini" in out and "3.3 M parâmetros" in out
+    assert "curso-mini" in out and "3,3 M parâmetros" in out
     assert torch.get_num_threads() == 1  # restaurado
 
 

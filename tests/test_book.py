@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from companion.book.numbers import num, pct
+from companion.numbers import num, pct
 from companion.book.source import show_source
 
 

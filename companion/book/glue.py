@@ -24,7 +24,7 @@ def glue(name: str, value: Any, display: bool = False) -> None:
 
     Args:
         name: nome único no capítulo.
-        value: o que a prosa vai mostrar (use ``companion.book.numbers`` para números).
+        value: o que a prosa vai mostrar (use ``companion.numbers`` para números).
         display: mostra o valor também na célula.
     """
     from IPython.core.formatters import format_display_data

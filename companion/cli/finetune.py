@@ -26,6 +26,7 @@ from companion._checks import check_int, check_number
 from companion.assets import asset_path, sha256_of
 from companion.cli.common import add_runtime_options, start
 from companion.lora import LoRAConfig
+from companion.numbers import num, pct
 from companion.train import TrainConfig
 
 __all__ = ["add_command"]
@@ -113,7 +114,7 @@ def _run_classify(args: argparse.Namespace) -> int:
     torch.manual_seed(cfg.seed)
     model = SpamClassifier(llama, trainable_blocks=cfg.trainable_blocks, prompt_format=cfg.prompt_format)
     counts_p = model.parameter_counts()
-    print(f"parâmetros: {counts_p['treinaveis']:_} treináveis e {counts_p['congelados']:_} congelados".replace("_", "."))
+    print(f"parâmetros: {num(counts_p['treinaveis'])} treináveis e {num(counts_p['congelados'])} congelados")
 
     features, labels = {}, {}
     for split, items in data.items():
@@ -158,8 +159,8 @@ def _run_classify(args: argparse.Namespace) -> int:
     save_classifier(out, model, cfg, metrics, weights_dtype)
     for split in SPLITS:
         if split in metrics:
-            print(f"acurácia de {split}: {metrics[split]['accuracy']:.2%} ({metrics[split]['n']} mensagens)")
-    print(f"gravado em {out}/ ({WEIGHTS_FILE}: {(out / WEIGHTS_FILE).stat().st_size / 1e6:.1f} MB) em {seconds:.0f} s")
+            print(f"acurácia de {split}: {pct(metrics[split]['accuracy'], 2)} ({metrics[split]['n']} mensagens)")
+    print(f"gravado em {out}/ ({WEIGHTS_FILE}: {num((out / WEIGHTS_FILE).stat().st_size / 1e6, 1)} MB) em {num(seconds)} s")
     return 0
 
 
@@ -293,14 +294,14 @@ def _run_instruct(args: argparse.Namespace) -> int:
 
     before = measure()
     answers_before = _sample_answers(model, tokenizer, shown)
-    print(f"antes:  perda de validação {before['validacao']:.4f} | de teste {before['teste']:.4f}")
+    print(f"antes:  perda de validação {num(before['validacao'], 4)} | de teste {num(before['teste'], 4)}")
 
     torch.manual_seed(args.seed)  # o sorteio de A da LoRA
     apply_lora(model, lora_cfg.targets, lora_cfg.r, lora_cfg.alpha, lora_cfg.dropout)
     trainable, total = count_parameters(model, trainable_only=True), count_parameters(model)
-    counts = f"{trainable:,} parâmetros treináveis de {total:,}".replace(",", ".")
+    counts = f"{num(trainable)} parâmetros treináveis de {num(total)}"
     print(f"LoRA r={lora_cfg.r}, alpha={lora_cfg.alpha:g} em {', '.join(lora_cfg.targets)}: "
-          f"{counts} ({100 * trainable / total:.2f}%)")
+          f"{counts} ({num(100 * trainable / total, 2)}%)")
     train_began = time.perf_counter()
     history = train_instructions(
         model, items["treino"], items["validacao"], train_cfg, mask_prompt=mask_prompt,
@@ -309,7 +310,7 @@ def _run_instruct(args: argparse.Namespace) -> int:
     train_seconds = time.perf_counter() - train_began
     after = measure()
     answers_after = _sample_answers(model, tokenizer, shown)
-    print(f"depois: perda de validação {after['validacao']:.4f} | de teste {after['teste']:.4f}")
+    print(f"depois: perda de validação {num(after['validacao'], 4)} | de teste {num(after['teste'], 4)}")
 
     command = _command_line("instruct", args)
     info = {"task": "instruct", "seed": args.seed, "mask_prompt": mask_prompt, "steps": args.steps,
@@ -341,7 +342,7 @@ def _run_instruct(args: argparse.Namespace) -> int:
         "adapter_bytes": file.stat().st_size,
     }
     atomic_write_json(out / "metrics.json", metrics)
-    print(f"treino em {train_seconds:.0f} s; adaptador de {file.stat().st_size / 1e6:.2f} MB gravado em {file}")
+    print(f"treino em {num(train_seconds)} s; adaptador de {num(file.stat().st_size / 1e6, 2)} MB gravado em {file}")
     return 0
 
 
@@ -428,8 +429,8 @@ def _run_dpo(args: argparse.Namespace) -> int:
     before["reference_prefers_chosen"] = {
         s: sum(p.ref_chosen > p.ref_rejected for p in pairs[s]) / len(pairs[s]) for s in ("validacao", "teste")
     }
-    print(f"antes:  perda DPO de teste {before['teste']['loss']:.4f} (log 2) | a referência já prefere a escolhida "
-          f"em {100 * before['reference_prefers_chosen']['teste']:.0f}% dos pares de teste")
+    print(f"antes:  perda DPO de teste {num(before['teste']['loss'], 4)} (log 2) | a referência já prefere a escolhida "
+          f"em {num(100 * before['reference_prefers_chosen']['teste'])}% dos pares de teste")
 
     torch.manual_seed(args.seed)
     apply_lora(model, lora_cfg.targets, lora_cfg.r, lora_cfg.alpha, lora_cfg.dropout)
@@ -441,9 +442,9 @@ def _run_dpo(args: argparse.Namespace) -> int:
     after = measure()
     answers_after = [generate_response(model, tokenizer, e, 64) for e in shown]
     for s in ("validacao", "teste"):
-        print(f"depois ({s}): perda DPO {after[s]['loss']:.4f} | margem {after[s]['margin']:.3f} | "
-              f"acurácia das recompensas {100 * after[s]['accuracy']:.1f}%")
-    print(f"perda nas instruções de teste: {before['instructions_test_loss']:.4f} -> {after['instructions_test_loss']:.4f}")
+        print(f"depois ({s}): perda DPO {num(after[s]['loss'], 4)} | margem {num(after[s]['margin'], 3)} | "
+              f"acurácia das recompensas {num(100 * after[s]['accuracy'], 1)}%")
+    print(f"perda nas instruções de teste: {num(before['instructions_test_loss'], 4)} -> {num(after['instructions_test_loss'], 4)}")
 
     info = {"task": "dpo", "seed": args.seed, "beta": args.beta, "steps": args.steps,
             "base_adapter": Path(args.sft_adapter).name, "base_adapter_sha256": sft_sha,
@@ -474,7 +475,7 @@ def _run_dpo(args: argparse.Namespace) -> int:
         "adapter_bytes": file.stat().st_size,
     }
     atomic_write_json(out / "metrics.json", metrics)
-    print(f"treino em {train_seconds:.0f} s; adaptador de {file.stat().st_size / 1e6:.2f} MB gravado em {file}")
+    print(f"treino em {num(train_seconds)} s; adaptador de {num(file.stat().st_size / 1e6, 2)} MB gravado em {file}")
     return 0
 
 

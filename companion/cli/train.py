@@ -21,6 +21,7 @@ from companion.cli.common import add_runtime_options, start
 from companion.data import split_datasets
 from companion.hardware import describe
 from companion.loss import perplexity
+from companion.numbers import num
 from companion.runs import (
     CHECKPOINT_NAME,
     TOKENIZER_NAME,
@@ -177,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
         say = print if rank == 0 else (lambda *a, **k: None)
         n_params = sum(p.numel() for p in model.parameters())
         say(
-            f"treino: {data_path.name} ({n_train + n_val:,} tokens; {n_train:,} de treino) | preset {options['preset']} "
-            f"({n_params:,} parâmetros) | {world} processo(s) | passos {start_step} -> {train_cfg.steps}".replace(",", ".")
+            f"treino: {data_path.name} ({num(n_train + n_val)} tokens; {num(n_train)} de treino) | preset "
+            f"{options['preset']} ({num(n_params)} parâmetros) | {world} processo(s) | passos {start_step} -> {train_cfg.steps}"
         )
         say(describe(device, train_cfg.precision))
 
@@ -196,11 +197,11 @@ def run(args: argparse.Namespace) -> int:
         if rank == 0:
             save_run(out, model, optimizer, train_cfg.steps, history, run)
             tokens = (train_cfg.steps - start_step) * train_cfg.batch_size * ctx * train_cfg.grad_accum_steps * world
-            say(f"velocidade: {tokens / elapsed:,.0f} tokens/s em {elapsed:.1f} s".replace(",", "."))
+            say(f"velocidade: {num(tokens / elapsed)} tokens/s em {num(elapsed, 1)} s")
             say(
-                f"final: passo {train_cfg.steps} | perda de treino {history['train_loss'][-1]:.4f} | "
-                f"perda de validação {history['val_loss'][-1]:.4f} | "
-                f"perplexidade de validação {perplexity(history['val_loss'][-1]):.1f}"
+                f"final: passo {train_cfg.steps} | perda de treino {num(history['train_loss'][-1], 4)} | "
+                f"perda de validação {num(history['val_loss'][-1], 4)} | "
+                f"perplexidade de validação {num(perplexity(history['val_loss'][-1]), 1)}"
             )
             say(f"gravado em {checkpoint_path}")
         return 0

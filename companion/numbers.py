@@ -1,7 +1,7 @@
 """Números no formato brasileiro: vírgula decimal e ponto de milhar, num só lugar.
 
-Todo número que um capítulo imprime para o leitor passa por aqui, para que a mesma linha
-nunca misture ``2.63`` com ``126.521``::
+Todo número que o curso mostra a uma pessoa — nos capítulos e na linha de comando — passa
+por aqui, para que a mesma linha nunca misture ``2.63`` com ``126.521``::
 
     >>> num(126521)
     '126.521'
