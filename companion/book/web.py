@@ -115,18 +115,9 @@ def attention_config(
     Raises:
         ValueError: formatos incompatíveis ou índices fora do intervalo.
     """
-    from companion.book.widgets import _attention_matrices
+    from companion.book.widgets import attention_setup
 
-    w, tokens = _attention_matrices(weights, tokens)
-    H, T = w.shape[0], len(tokens)
-    labels = [str(label) for label in head_labels] if head_labels is not None else [f"cabeça {h}" for h in range(H)]
-    if len(labels) != H:
-        raise ValueError(f"head_labels deve ter {H} nomes (um por cabeça); recebi {len(labels)}.")
-    token = T - 1 if token is None else token
-    if not isinstance(head, int) or not 0 <= head < H:
-        raise ValueError(f"head deve ser um índice em [0, {H}); recebi {head!r}.")
-    if not isinstance(token, int) or not 0 <= token < T:
-        raise ValueError(f"token deve ser um índice em [0, {T}); recebi {token!r}.")
+    w, tokens, labels, head, token = attention_setup(weights, tokens, head_labels, head, token)
     return {"tokens": tokens, "heads": labels, "weights": _rounded(w), "head": head, "token": token}
 
 
