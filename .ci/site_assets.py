@@ -15,9 +15,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # o companion deste repositório, mesmo sem o pip install -e
 
-import torch  # noqa: E402
+import torch
 
-from companion.book.site_assets import write_site_assets  # noqa: E402
+from companion.book.site_assets import write_site_assets
 
 if __name__ == "__main__":
     torch.set_num_threads(1)

@@ -21,7 +21,7 @@ from companion.tokenizers import BPETokenizer, SimpleTokenizer, gpt2_tokenizer
 
 def config_of(markup: str) -> dict:
     """A configuração JSON de um bloco de ``explorer_html``."""
-    match = re.search(r'<script type="application/json">(.*?)</script>', markup, re.S)
+    match = re.search(r'<script type="application/json">(.*?)</script>', markup, re.DOTALL)
     assert match, markup[:200]
     return json.loads(match.group(1))
 

@@ -24,10 +24,14 @@ import torch
 
 from companion.assets import artifact_path, asset_path
 from companion.generation import sample_next_token
-from companion.tokenizers import BPETokenizer, gpt2_files_dir, gpt2_tokenizer, token_pieces
+from companion.tokenizers import (
+    BPETokenizer,
+    gpt2_files_dir,
+    gpt2_tokenizer,
+    token_pieces,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-WEB = ROOT / "book" / "_site_static" / "web"
 NODE = shutil.which("node")
 
 pytestmark = pytest.mark.skipif(NODE is None and not os.environ.get("CI"), reason="Node.js não encontrado")

@@ -25,13 +25,13 @@ from pathlib import Path
 import pytest
 import torch
 
+# As mesmas peças do teste do site: o servidor local, o Chromium e a página com a rede cortada.
+from test_site import SITE, _missing, _open, browser, site_url
+
 from companion.assets import artifact_path, asset_path
 from companion.generation import generate, sample_next_token
 from companion.runs import load_trained
 from companion.tokenizers import BPETokenizer, gpt2_tokenizer
-
-# As mesmas peças do teste do site: o servidor local, o Chromium e a página com a rede cortada.
-from test_site import SITE, _missing, _open, browser, site_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = "book/05-pretreinamento/no-navegador.html"
@@ -45,7 +45,7 @@ def trained():
 
 
 @pytest.fixture
-def page(site_url, browser):  # noqa: F811
+def page(site_url, browser):
     if not (SITE / PAGE).is_file() or not (SITE / "_static" / "generated" / "cap5-treino" / "model.onnx").is_file():
         _missing("a página do navegador não foi construída: rode `bash .ci/setup` antes")
     page, outside = _open(browser, f"{site_url}/{PAGE}")
@@ -259,7 +259,7 @@ def test_only_this_page_loads_the_model_runtime():
 
 
 # --------------------------------------------------------------------------- as células dos capítulos
-def test_notebook_blocks_respond_on_a_chapter_page(site_url, browser, trained):  # noqa: F811
+def test_notebook_blocks_respond_on_a_chapter_page(site_url, browser, trained):
     """Os blocos de ``companion.book.web`` que as células dos caps. 2, 3 e 5 mostram, numa página de capítulo."""
     from urllib.parse import urlparse
 

@@ -79,7 +79,13 @@ def _stamp(root: Path, run_dir: Path, vocab_bpe: Path) -> dict[str, Any]:
 
 def _write_model(dest: Path, run_dir: Path, torch_version: str) -> None:
     """O modelo do treino em ONNX (com KV cache), o seu ``model.json`` e o tokenizador."""
-    from companion.onnx_export import INPUT_NAME, OUTPUT_NAME, PAST_NAME, PRESENT_NAME, export_run
+    from companion.onnx_export import (
+        INPUT_NAME,
+        OUTPUT_NAME,
+        PAST_NAME,
+        PRESENT_NAME,
+        export_run,
+    )
 
     # O grafo com KV cache: no navegador, medido, de 1,2 a 2,5 vezes mais tokens por segundo
     # que passar a janela toda a cada passo (e os mesmos tokens).
