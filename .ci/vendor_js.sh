@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Baixa do npm (versões fixas) o JavaScript que o site serve localmente:
-# MathJax 3 (fórmulas), RequireJS e o gerenciador HTML dos ipywidgets.
+# MathJax 3 (fórmulas), RequireJS, o gerenciador HTML dos ipywidgets e o
+# onnxruntime-web (só o backend WASM), que roda o modelo do cap. 5 no navegador.
 # Destino: book/_site_static/offline/ (fora do git). Idempotente.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest=book/_site_static/offline
 stamp="$dest/.versions"
-versions="mathjax@3.2.2 requirejs@2.3.7 @jupyter-widgets/html-manager@1.0.15"
+versions="mathjax@3.2.2 requirejs@2.3.7 @jupyter-widgets/html-manager@1.0.15 onnxruntime-web@1.31.1"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$versions" ]; then
   exit 0
 fi
@@ -29,5 +30,11 @@ done
 cp "$tmp/x/requirejs-2.3.7/package/require.js" "$dest/require.min.js"
 hm="$tmp/x/jupyter-widgets-html-manager-1.0.15/package/dist"
 cp "$hm/embed-amd.js" "$dest/embed-amd.js"
+# onnxruntime-web: a API (ort.wasm.min.js, sem WebGPU/WebGL), o carregador do WebAssembly
+# (.mjs) e o próprio WebAssembly (~15 MB; ~3,8 MB comprimido). Só a página
+# book/05-pretreinamento/no-navegador os carrega, e só quando o leitor pede para gerar.
+ort="$tmp/x/onnxruntime-web-1.31.1/package/dist"
+mkdir -p "$dest/ort"
+cp "$ort/ort.wasm.min.js" "$ort/ort-wasm-simd-threaded.mjs" "$ort/ort-wasm-simd-threaded.wasm" "$dest/ort/"
 echo "$versions" > "$stamp"
 echo "JavaScript do site em $dest: $versions"

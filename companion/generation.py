@@ -168,7 +168,9 @@ def sample_next_token(
         kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1): o k-ésimo maior
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V) cada
+        # stable=True: empates na ordem dos IDs (sem isso, a ordem dos empatados muda com o
+        # algoritmo de ordenação — e o sampler do site, em JavaScript, não poderia segui-la).
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)  # (B, V) cada
         probs = torch.softmax(sorted_logits, dim=-1)
         # Remove um token quando os que vêm ANTES dele já somam top_p (o 1.º nunca sai).
         before = probs.cumsum(dim=-1) - probs

@@ -152,6 +152,16 @@ def test_sample_top_p_keeps_smallest_nucleus():
     assert draws == {0, 1, 2}
 
 
+def test_top_p_breaks_ties_by_lowest_id():
+    # 50 tokens empatados (mais de 16: o sort não estável do PyTorch embaralharia os empates).
+    # Cada um tem 2%: o núcleo de top_p=0,15 são os 8 primeiros na ordem dos IDs — a regra
+    # que o sampler do site (sampler.js) também segue.
+    logits = torch.zeros(1, 50)
+    g = torch.Generator().manual_seed(0)
+    draws = {sample_next_token(logits, 1.0, top_p=0.15, generator=g).item() for _ in range(400)}
+    assert draws == set(range(8))
+
+
 def test_low_temperature_concentrates():
     logits = torch.tensor([[1.0, 1.5, 0.5]])
     g = torch.Generator().manual_seed(0)

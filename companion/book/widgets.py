@@ -196,6 +196,29 @@ def attention_html(weights, tokens, selected: int) -> str:
     return f"<div>{text_view}{table}</div>"
 
 
+def attention_setup(weights, tokens, head_labels=None, head: int = 0, token: int | None = None):
+    """Confere e completa as entradas de um explorador de atenção (o de ipywidgets e o do site).
+
+    Returns:
+        ``(pesos (H, T, T), rótulos dos tokens, nomes das cabeças, head, token)``, com os nomes
+        padrão (``"cabeça 0"``...) e o token padrão (o último) preenchidos.
+
+    Raises:
+        ValueError: formatos incompatíveis ou índices fora do intervalo.
+    """
+    w, tokens = _attention_matrices(weights, tokens)
+    H, T = w.shape[0], len(tokens)
+    labels = [str(label) for label in head_labels] if head_labels is not None else [f"cabeça {h}" for h in range(H)]
+    if len(labels) != H:
+        raise ValueError(f"head_labels deve ter {H} nomes (um por cabeça); recebi {len(labels)}.")
+    token = T - 1 if token is None else token
+    if not isinstance(head, int) or not 0 <= head < H:
+        raise ValueError(f"head deve ser um índice em [0, {H}); recebi {head!r}.")
+    if not isinstance(token, int) or not 0 <= token < T:
+        raise ValueError(f"token deve ser um índice em [0, {T}); recebi {token!r}.")
+    return w, tokens, labels, head, token
+
+
 def attention_explorer(weights, tokens, head_labels=None, head: int = 0, token: int | None = None):
     """Explorador de atenção: escolha uma cabeça e um token e veja para onde ele olha (cap. 3).
 
@@ -219,16 +242,7 @@ def attention_explorer(weights, tokens, head_labels=None, head: int = 0, token: 
     """
     import ipywidgets as widgets
 
-    w, tokens = _attention_matrices(weights, tokens)
-    H, T = w.shape[0], len(tokens)
-    labels = list(head_labels) if head_labels is not None else [f"cabeça {h}" for h in range(H)]
-    if len(labels) != H:
-        raise ValueError(f"head_labels deve ter {H} nomes (um por cabeça); recebi {len(labels)}.")
-    token = T - 1 if token is None else token
-    if not isinstance(head, int) or not 0 <= head < H:
-        raise ValueError(f"head deve ser um índice em [0, {H}); recebi {head!r}.")
-    if not isinstance(token, int) or not 0 <= token < T:
-        raise ValueError(f"token deve ser um índice em [0, {T}); recebi {token!r}.")
+    w, tokens, labels, head, token = attention_setup(weights, tokens, head_labels, head, token)
 
     head_picker = widgets.Dropdown(
         options=[(str(label), h) for h, label in enumerate(labels)], value=head, description="Cabeça:"

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "bench": "companion.cli.bench",
     "finetune": "companion.cli.finetune",
     "classify": "companion.cli.classify",
+    "export-onnx": "companion.cli.export_onnx",
 }
 
 

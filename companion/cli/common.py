@@ -80,13 +80,19 @@ class Runtime:
         return hardware.torch_dtype(self.precision)
 
 
-def add_runtime_options(parser: argparse.ArgumentParser, *, precision: bool = True) -> None:
-    """``--threads``, ``--device`` e (se o comando calcula em ponto flutuante) ``--precision``."""
+def add_runtime_options(parser: argparse.ArgumentParser, *, precision: bool = True, device: bool = True) -> None:
+    """``--threads``, ``--device`` (se o comando pode usar uma GPU) e ``--precision`` (se calcula em ponto flutuante).
+
+    Sem ``device``, o comando roda sempre na CPU (``start`` devolve ``cpu``).
+    """
     group = parser.add_argument_group("execução")
     group.add_argument("--threads", type=int, default=1,
                        help="threads do PyTorch na CPU (padrão 1: em máquinas de 2 núcleos, o mais rápido)")
-    group.add_argument("--device", default="auto", choices=hardware.DEVICES,
-                       help="onde calcular (padrão auto: cuda se houver GPU, senão mps ou cpu)")
+    if device:
+        group.add_argument("--device", default="auto", choices=hardware.DEVICES,
+                           help="onde calcular (padrão auto: cuda se houver GPU, senão mps ou cpu)")
+    else:
+        parser.set_defaults(device="cpu")
     if precision:
         group.add_argument("--precision", default="auto", choices=hardware.PRECISIONS,
                            help="auto (bf16 só onde o hardware o tem nativo), fp32 ou bf16 (padrão auto)")
