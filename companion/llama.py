@@ -390,7 +390,7 @@ class GroupedQueryAttention(nn.Module):
             v = v.repeat_interleave(self.group_size, dim=1)  # (B, H, S, D)
 
         if start == 0:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1)
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # com T = 1 é o mesmo que sem máscara
         elif T == 1:
             out = F.scaled_dot_product_attention(q, k, v)  # o token novo vê tudo o que veio antes
         else:
