@@ -40,6 +40,17 @@ def test_show_source_is_the_package_code():
         show_source(CausalLM, start="texto que não existe")
 
 
+def test_show_source_of_decorated_functions_names_the_package_file():
+    from companion.generation import generate
+    from companion.model import GPTModel
+
+    for decorated in (generate, GPTModel.reset_parameters):  # @torch.inference_mode() / @torch.no_grad()
+        text = show_source(decorated).data
+        first_line = text.splitlines()[0]
+        assert first_line.startswith(("# companion/generation.py, linha ", "# companion/model.py, linha ")), first_line
+        assert "@torch." in text.splitlines()[1]
+
+
 def test_glue_emits_what_myst_nb_reads(monkeypatch):
     import IPython.display
 

@@ -32,6 +32,9 @@ def show_source(obj: Any, *, start: str | None = None, end: str | None = None) -
     """
     from IPython.display import Code
 
+    # Funções decoradas (@torch.no_grad(), @torch.inference_mode()...) guardam a original em
+    # __wrapped__: sem desembrulhar, o arquivo mostrado seria o do decorador.
+    obj = inspect.unwrap(obj)
     lines, first = inspect.getsourcelines(obj)
     text = "".join(lines)
     if start is not None or end is not None:
