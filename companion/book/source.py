@@ -35,17 +35,17 @@ def show_source(obj: Any, *, start: str | None = None, end: str | None = None) -
     # Funções decoradas (@torch.no_grad(), @torch.inference_mode()...) guardam a original em
     # __wrapped__: sem desembrulhar, o arquivo mostrado seria o do decorador.
     obj = inspect.unwrap(obj)
-    lines, first = inspect.getsourcelines(obj)
+    lines, _ = inspect.getsourcelines(obj)
     text = "".join(lines)
     if start is not None or end is not None:
         begin = 0 if start is None else _find(lines, start, 0)
         stop = len(lines) - 1 if end is None else _find(lines, end, begin)
-        lines, first = lines[begin : stop + 1], first + begin
+        lines = lines[begin : stop + 1]
         text = "".join(lines)
     file = Path(inspect.getsourcefile(obj) or "?")
     parts = file.parts
     where = "/".join(parts[parts.index("companion") :]) if "companion" in parts else file.name
-    header = f"# {where}, linha {first}\n"
+    header = f"# {where}\n"  # sem número de linha: só uma mudança no próprio código pede nova execução
     return Code(header + textwrap.dedent(text), language="python")
 
 
