@@ -268,9 +268,8 @@ class GemmaRMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``(..., dim)`` -> mesmo formato e ``dtype``."""
-        x32 = x.float()
-        inv_rms = torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)  # (..., 1)
-        return (x32 * inv_rms * (1.0 + self.weight.float())).to(x.dtype)
+        normalized = F.rms_norm(x.float(), self.weight.shape, eps=self.eps)  # x / sqrt(mean(x²) + eps)
+        return (normalized * (1.0 + self.weight.float())).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
@@ -362,9 +361,11 @@ class MultiQueryAttention(nn.Module):
       (blocos locais). Com um KV cache, as chaves que já saíram da janela de todas as
       consultas nem entram na conta.
 
-    A conta da atenção é ``torch.nn.functional.scaled_dot_product_attention`` com
-    ``enable_gqa=True`` (cada cabeça de chave/valor serve ``H / G`` cabeças de consulta
-    sem cópias).
+    A conta da atenção é ``torch.nn.functional.scaled_dot_product_attention``: com vários
+    tokens, ``enable_gqa=True`` (cada cabeça de chave/valor serve ``H / G`` cabeças de
+    consulta, sem cópias); com um token só (a decodificação), as ``H / G`` consultas de cada
+    grupo entram como linhas de uma mesma cabeça — a mesma conta, ~2x mais rápida com
+    centenas de chaves.
 
     Args:
         emb_dim: dimensão ``C`` da entrada e da saída.
@@ -433,20 +434,25 @@ class MultiQueryAttention(nn.Module):
             k, v = kv_cache.update(k, v)  # (B, G, start + T, D) cada
         # Chaves que nenhuma consulta deste pedaço enxerga (fora da janela de todas) ficam de fora.
         k_start = 0 if self.window is None else max(0, start - self.window + 1)
-        k, v = k[:, :, k_start:], v[:, :, k_start:]  # (B, G, S, D) cada
-        S = k.shape[2]
+        if k_start > 0:
+            k, v = k[:, :, k_start:], v[:, :, k_start:]  # (B, G, S, D) cada
 
         if T == 1:
-            mask = None  # um token novo vê todas as chaves que sobraram
-        elif start == 0 and (self.window is None or T <= self.window):
-            mask = None  # a máscara causal quadrada de sempre, feita dentro do kernel
+            # Decodificação, um token por vez: as H/G consultas de cada grupo usam as mesmas
+            # chaves, então viram H/G "linhas" de consulta de uma cabeça de chave/valor só
+            # (uma conta por grupo, sem cópias; sem máscara: a posição nova vê todas as chaves
+            # que sobraram).
+            out = F.scaled_dot_product_attention(q.view(B, G, H // G, D), k, v, scale=self.scale)  # (B, G, H/G, D)
         else:
-            mask = attention_mask(start, T, k_start, S, self.window, device=x.device)  # (T, S)
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=mask is None and T > 1, scale=self.scale, enable_gqa=G != H
-        )  # (B, H, T, D)
-        out = out.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H·D)
-        return self.o_proj(out)
+            if start == 0 and (self.window is None or T <= self.window):
+                mask = None  # a máscara causal quadrada de sempre, feita dentro do kernel
+            else:
+                mask = attention_mask(start, T, k_start, k.shape[2], self.window, device=x.device)  # (T, S)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, is_causal=mask is None, scale=self.scale, enable_gqa=G != H
+            )  # (B, H, T, D)
+            out = out.transpose(1, 2)  # (B, T, H, D)
+        return self.o_proj(out.reshape(B, T, H * D))  # (B, T, H·D) -> (B, T, C)
 
     def extra_repr(self) -> str:
         return (

@@ -586,6 +586,9 @@ def test_loaded_model_config_and_shapes(gemma3):
     assert shapes["blocks.3.ffn.down_proj.weight"] == (640, 2048)
     assert sum(p.numel() for p in model.parameters()) == 268_098_176
     assert all(p.dtype == torch.float32 and p.device.type == "cpu" for p in model.parameters())
+    # matrizes dos blocos já no arranjo de generate (W.T contígua): ele não as copia a cada chamada
+    assert model.blocks[0].attn.q_proj.weight.t().is_contiguous()
+    assert model.tok_emb.weight.is_contiguous()
     # o +1 do arquivo saiu: as escalas (1 + w) ficam em volta de 1..300, nunca todas iguais a 1
     assert model.final_norm.weight.min() > -1 and not torch.all(model.blocks[0].attn_norm.weight == 0)
 

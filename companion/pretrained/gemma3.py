@@ -196,6 +196,11 @@ def _read_state_dict(reader: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]
 
     As normalizações (``GemmaRMSNorm``) multiplicam por ``(1 + w)``; o conversor do
     llama.cpp gravou ``1 + w`` no arquivo, e aqui subtraímos o 1 de volta.
+
+    As matrizes dos blocos ficam com o formato de sempre, ``(saída, entrada)``, mas
+    guardadas transpostas na memória (``W.T`` contígua): é o arranjo que ``generate`` usa
+    na CPU (``companion.generation._DecodeLayout``), que assim não precisa copiar ~400 MB
+    de pesos a cada chamada. Os valores são os mesmos.
     """
     state: dict[str, torch.Tensor] = {}
     for tensor in reader.tensors:
@@ -205,7 +210,10 @@ def _read_state_dict(reader: Any, dtype: torch.dtype) -> dict[str, torch.Tensor]
         array = dequantize_tensor(tensor)  # float32, formato (saída, entrada)
         if name.endswith("norm.weight"):
             array -= 1.0  # o GGUF guarda 1 + w
-        state[name] = torch.from_numpy(array).to(dtype)  # from_numpy não copia
+        weight = torch.from_numpy(array)  # from_numpy não copia
+        if name.startswith("blocks.") and weight.dim() == 2:
+            weight = weight.t().contiguous().t()  # (saída, entrada), com W.T contígua
+        state[name] = weight.to(dtype)
     return state
 
 
