@@ -268,8 +268,8 @@ class GemmaRMSNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``(..., dim)`` -> mesmo formato e ``dtype``."""
-        normalized = F.rms_norm(x.float(), self.weight.shape, eps=self.eps)  # x / sqrt(mean(x²) + eps)
-        return (normalized * (1.0 + self.weight.float())).to(x.dtype)
+        # x / sqrt(mean(x²) + eps) * (1 + weight), tudo em float32
+        return F.rms_norm(x.float(), self.weight.shape, weight=1.0 + self.weight.float(), eps=self.eps).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
