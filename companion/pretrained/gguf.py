@@ -1,6 +1,6 @@
 """Ler arquivos GGUF (o formato do llama.cpp) com o pacote ``gguf``: metadados e tensores.
 
-Os pesos pré-treinados do curso (SmolLM2 no cap. 5, Gemma 3 no cap. 6) chegam como GGUF
+Os pesos pré-treinados do curso (SmolLM2 e Gemma 3, cap. 5) chegam como GGUF
 dentro de pacotes do PyPI. Aqui fica o que é comum aos dois: abrir o arquivo depressa,
 ler um metadado obrigatório, desquantizar um tensor para ``float32`` e conferir que os
 tensores lidos são os parâmetros do modelo.
