@@ -66,6 +66,10 @@ _EXPORTS: dict[str, str] = {
     "LlamaModel": "llama",
     "load_smollm2": "pretrained.smollm2",
     "chat_reply": "chat",
+    # cap. 5 — do Llama ao Gemma 3
+    "Gemma3Config": "gemma3",
+    "Gemma3Model": "gemma3",
+    "load_gemma3": "pretrained.gemma3",
     # cap. 6 — ajuste fino para classificação
     "SpamClassifier": "classifier",
     "ClassifierConfig": "classifier",

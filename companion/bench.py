@@ -12,6 +12,10 @@
 Mede-se a mediana de várias repetições depois de um aquecimento, porque numa máquina
 compartilhada o tempo de uma única medida varia muito. O capítulo 4 usa estes números
 para comparar o modelo do curso com implementações de referência.
+
+``run_pretrained_benchmark`` (``python -m companion bench --model gemma3-270m``) mede a
+geração gulosa com KV cache de um modelo pré-treinado de verdade, com os pesos reais e
+um *prompt* em português (cap. 5).
 """
 
 from __future__ import annotations
@@ -24,13 +28,24 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from companion._checks import check_choice, check_int
 from companion.generation import generate
 from companion.model import GPTConfig, GPTModel, count_parameters
 from companion.numbers import num
 
-__all__ = ["BenchResult", "median_seconds", "train_step", "run_benchmark", "format_table"]
+__all__ = [
+    "BenchResult",
+    "median_seconds",
+    "train_step",
+    "run_benchmark",
+    "PRETRAINED_MODELS",
+    "run_pretrained_benchmark",
+    "format_table",
+]
 
 PROMPT_TOKENS = 8  # tamanho do prompt aleatório da geração
+PRETRAINED_MODELS = ("gemma3-270m",)  # modelos que run_pretrained_benchmark carrega
+PRETRAINED_PROMPT = "Receita de bolo de cenoura:\nIngredientes:\n"
 
 
 @dataclass
@@ -165,6 +180,57 @@ def run_benchmark(
         gen_tokens=gen_tokens,
         gen_cached_tokens_per_s=cached_tps,
         gen_uncached_tokens_per_s=uncached_tps,
+    )
+
+
+def run_pretrained_benchmark(
+    model_name: str = "gemma3-270m",
+    gen_tokens: int = 64,
+    steps: int = 3,
+    threads: int = 1,
+) -> BenchResult:
+    """Mede a geração gulosa com KV cache de um modelo pré-treinado (lote 1, ``float32``).
+
+    O *prompt* é ``PRETRAINED_PROMPT`` (com ``<bos>``); a geração não para no fim de texto,
+    para que cada medida tenha sempre ``gen_tokens`` tokens novos. O tempo inclui tudo o
+    que ``generate`` faz a cada chamada (o *prompt*, o cache, a escolha de cada token).
+
+    Args:
+        model_name: um de ``PRETRAINED_MODELS``.
+        gen_tokens: tokens novos em cada geração.
+        steps: repetições medidas (depois de uma de aquecimento).
+        threads: *threads* do PyTorch durante a medida (restaurado no fim).
+
+    Returns:
+        Um ``BenchResult`` só com ``gen_cached_tokens_per_s`` (o resto fica ``None``).
+
+    Raises:
+        ValueError: modelo desconhecido ou valores fora do permitido.
+        FileNotFoundError: os pesos do modelo não estão instalados (a mensagem diz como instalar).
+    """
+    check_choice("model_name", model_name, PRETRAINED_MODELS)
+    for name, value in (("gen_tokens", gen_tokens), ("steps", steps), ("threads", threads)):
+        check_int(name, value, 1)
+    from companion.pretrained import load_gemma3
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model, tokenizer = load_gemma3()
+        prompt = torch.tensor([tokenizer.encode(PRETRAINED_PROMPT, bos=True)])  # (1, T)
+        seconds = median_seconds(lambda: generate(model, prompt, gen_tokens), steps)
+    finally:
+        torch.set_num_threads(old_threads)
+    return BenchResult(
+        preset=model_name,
+        n_params=count_parameters(model),
+        batch_size=1,
+        context=prompt.shape[1],
+        threads=threads,
+        train_tokens_per_s=None,
+        gen_tokens=gen_tokens,
+        gen_cached_tokens_per_s=gen_tokens / seconds,
+        gen_uncached_tokens_per_s=None,
     )
 
 

