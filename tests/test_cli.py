@@ -62,3 +62,32 @@ def test_module_entry_point_without_traceback():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stderr.startswith("erro: --steps deve ser")
     assert "Traceback" not in result.stderr
+
+
+def test_start_uses_the_gpu_when_there_is_one(monkeypatch):
+    """Com uma GPU (simulada), a partida comum a escolhe; o bf16 só vem automático numa Ampere ou mais nova."""
+    import torch
+
+    from companion.cli.common import start
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+    args = build_parser().parse_args(["generate", "--prompt", "oi", "--smollm2"])
+    for capability, expected in (((7, 5), "fp32"), ((8, 6), "bf16")):  # T4 do Colab; A100/L4
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda dev=None, c=capability: c)
+        runtime = start(args)
+        assert runtime.device.type == "cuda" and runtime.precision == expected
+
+
+def test_start_warns_when_bf16_is_forced_without_native_support(monkeypatch, capsys):
+    import torch
+
+    from companion import hardware
+    from companion.cli.common import start
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    args = build_parser().parse_args(["generate", "--prompt", "oi", "--smollm2", "--device", "cpu", "--precision", "bf16"])
+    runtime = start(args)
+    assert runtime.precision == "bf16"
+    assert capsys.readouterr().err.startswith("aviso: bf16 pedido num cpu sem bf16 nativo")
