@@ -83,7 +83,7 @@ def _selected_notebooks() -> list[str]:
 
 
 def _run(args: list[str], **kwargs) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, capture_output=True, text=True, **kwargs)
+    result = subprocess.run(args, check=False, capture_output=True, text=True, **kwargs)
     if result.returncode != 0:
         raise RuntimeError(f"falhou: {' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
@@ -103,9 +103,9 @@ STAND_IN = '''\
 '''
 
 RUNNER = textwrap.dedent(
-    '''\
+    r'''
     """Executa um notebook célula a célula, como o leitor no Colab, e anota tempos e erros."""
-    import json, os, sys, time
+    import json, os, re, sys, time
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -128,7 +128,8 @@ RUNNER = textwrap.dedent(
             try:
                 client.execute_cell(cell, index)
             except CellExecutionError as error:
-                report["error"] = {"cell": index, "source": cell.source[:400], "message": str(error)[-4000:]}
+                message = re.sub(r"\x1b\[[0-9;]*m", "", str(error))[-4000:]  # sem as cores do traceback
+                report["error"] = {"cell": index, "source": cell.source[:400], "message": message}
                 break
             finally:
                 report["cells"].append([index, round(time.perf_counter() - began, 2)])
@@ -138,7 +139,7 @@ RUNNER = textwrap.dedent(
         json.dump(report, handle)
     sys.exit(1 if report["error"] else 0)
     '''
-)
+).lstrip()
 
 
 class ColabSimulation:
@@ -237,6 +238,7 @@ class ColabSimulation:
         started = time.perf_counter()
         result = subprocess.run(
             [str(self.python), str(runner), str(self.notebooks / f"{docname}.ipynb"), str(report_path), str(CELL_TIMEOUT)],
+            check=False,
             cwd=folder,
             env=self.env(),
             capture_output=True,
@@ -261,16 +263,23 @@ class ColabSimulation:
         REPORT.write_text(json.dumps(self.times, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _say(config, line: str) -> None:
+    """Escreve no terminal na hora, mesmo com a captura de saída do pytest ligada."""
+    reporter = config.pluginmanager.getplugin("terminalreporter")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if reporter and capture:
+        with capture.global_and_fixture_disabled():
+            reporter.write_line(line)
+
+
 @pytest.fixture(scope="module")
 def simulation(tmp_path_factory, request):
     sim = ColabSimulation(tmp_path_factory.mktemp("colab-sim"))
     sim.redirect_repository()
     sim.create_venv()
     sim.convert()
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if reporter:
-        reused = " (reaproveitado)" if sim.times["venv_reused"] else f": {sim.times['venv_s']} s"
-        reporter.write_line(f"\nambiente de base do Colab{reused}")
+    reused = " (reaproveitado)" if sim.times["venv_reused"] else f": {sim.times['venv_s']} s"
+    _say(request.config, f"\nambiente de base do Colab{reused}")
     return sim
 
 
@@ -278,10 +287,8 @@ def simulation(tmp_path_factory, request):
 def test_notebook_runs_alone_in_colab(docname, simulation, request):
     report = simulation.run(docname)
     simulation.record(docname, report)
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if reporter:
-        info = simulation.times["notebooks"][docname]
-        reporter.write_line(f"{docname}: {info['total_s']} s (1.ª célula {info['setup_cell_s']} s)")
+    info = simulation.times["notebooks"][docname]
+    _say(request.config, f"  {docname}: {info['total_s']} s (1.ª célula {info['setup_cell_s']} s)")
     kernel = report.get("kernel", ["python"])[0]
     error = report.get("error")
     assert not error, (
