@@ -8,7 +8,7 @@ roda à parte, e você também pode:
 Como o Colab é simulado, sem rede além do PyPI:
 
 1. um ambiente virtual novo, só com os pacotes de base do Colab (`BASE_PACKAGES`,
-   versões fixas; o PyTorch 2.13.0 de CPU);
+   versões fixas; o PyTorch 2.13.0 de CPU e o transformers, que o Colab também traz);
 2. um módulo `google.colab` de mentira, importado por `sitecustomize.py`, como o kernel
    do Colab faz: a célula de configuração toma o caminho do Colab;
 3. o endereço do repositório de `_config.yml` redirecionado para este clone com
@@ -30,7 +30,8 @@ Variáveis de ambiente:
   `.ci/execute_notebooks.py` antes de rodar (para testar o modelo antes de reexecutar os
   notebooks).
 
-Os tempos (criação do ambiente e cada capítulo) vão para `_build/colab-sim/tempos.json`.
+Os tempos (criação do ambiente e cada capítulo) vão para `_build/colab-sim/tempos.json`;
+cada notebook executado e o seu relatório, para `_build/colab-sim/executados/`.
 """
 
 from __future__ import annotations
@@ -51,12 +52,15 @@ REPORT = ROOT / "_build" / "colab-sim" / "tempos.json"
 CELL_TIMEOUT = 1800  # segundos por célula: o Colab de CPU é lento, e o da CI também
 # O que o Colab já traz e os capítulos usam (versões de requirements.txt). O PyTorch é o de
 # CPU que está no disco da máquina: nunca sem versão (viria uma build com CUDA de vários GB).
+# O transformers também vem no Colab (com safetensors e huggingface_hub): o cap. 5 o usa
+# para comparar o GPT-2 da Hugging Face com o nosso.
 BASE_PACKAGES = [
     "torch==2.13.0",
     "numpy==2.4.6",
     "matplotlib==3.11.2",
     "ipywidgets==8.1.9",
     "tqdm==4.70.1",
+    "transformers==5.23.0",
     "ipykernel==7.4.0",
     "nbclient==0.11.0",
     "nbformat==5.11.1",
@@ -233,8 +237,10 @@ class ColabSimulation:
         folder.mkdir(parents=True)  # vazia, como /content num Colab novo
         runner = self.workdir / "runner.py"
         runner.write_text(RUNNER, encoding="utf-8")
-        report_path = self.workdir / "executados" / f"{docname.replace('/', '__')}.json"
-        report_path.parent.mkdir(exist_ok=True)
+        # relatório e notebook executado ficam em _build/colab-sim/executados/, para investigar
+        report_path = REPORT.parent / "executados" / f"{docname.replace('/', '__')}.json"
+        report_path.parent.mkdir(parents=True, exist_ok=True)
+        report_path.unlink(missing_ok=True)
         started = time.perf_counter()
         result = subprocess.run(
             [str(self.python), str(runner), str(self.notebooks / f"{docname}.ipynb"), str(report_path), str(CELL_TIMEOUT)],
@@ -269,6 +275,7 @@ def _say(config, line: str) -> None:
     capture = config.pluginmanager.getplugin("capturemanager")
     if reporter and capture:
         with capture.global_and_fixture_disabled():
+            reporter.ensure_newline()
             reporter.write_line(line)
 
 
