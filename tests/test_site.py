@@ -2,7 +2,8 @@
 
 Confere, em cada página do sumário: nenhuma requisição sai da máquina, as fórmulas
 são compostas pelo MathJax local, os widgets guardados aparecem, e o botão do Colab
-aponta para o .ipynb certo no repositório configurado. Também confere a busca.
+abre a cópia para o Colab da própria página (branch `colab` do repositório configurado,
+gerada por .ci/colab_notebooks.py). Também confere a busca.
 Guarda uma captura de tela de cada página em _build/screenshots/.
 
 Precisa do site em _build/html (construído por `bash .ci/setup`) e do Chromium.
@@ -125,15 +126,16 @@ def test_page_renders_offline(doc, site_url, browser):
 
 
 @pytest.mark.parametrize("doc", [d for d in _toc_pages() if (ROOT / f"{d}.ipynb").is_file()])
-def test_colab_link_points_to_the_notebook(doc):
+def test_colab_link_opens_the_colab_copy_of_the_page(doc):
     source = (SITE / f"{doc}.html").read_text(encoding="utf-8") if (SITE / f"{doc}.html").is_file() else None
     if source is None:
         _missing("o site não foi construído: rode `bash .ci/setup` antes")
-    repo_url, branch = _repository()
+    repo_url, _ = _repository()
     owner_repo = urlparse(repo_url).path.strip("/")
-    expected = f"https://colab.research.google.com/github/{owner_repo}/blob/{branch}/{doc}.ipynb"
+    # a cópia para o Colab fica no mesmo caminho, na branch `colab` (.ci/colab_notebooks.py)
+    expected = f"https://colab.research.google.com/github/{owner_repo}/blob/colab/{doc}.ipynb"
     links = re.findall(r'href="(https://colab\.research\.google\.com/[^"]+)"', source)
-    assert expected in links, f"link do Colab esperado {expected}, encontrados {links}"
+    assert set(links) == {expected}, f"link do Colab esperado {expected}, encontrados {links}"
     assert (ROOT / f"{doc}.ipynb").is_file()
 
 
