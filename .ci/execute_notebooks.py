@@ -109,7 +109,7 @@ def setup_cell_source(repo_url: str, requires: Sequence[str] = ()) -> str:
     what += f" e {packages[-1].what}" if packages else ""
     minutes = "~1 min" if not packages else "1–2 min"
     lines = [
-        f"# Configuração do capítulo. No Colab, instala o que faltar: {what} — {minutes} na 1.ª vez.",
+        f"# Configuração do capítulo. No Colab, instala o que faltar: {what} — {minutes} na 1ª vez.",
         "import importlib.util, sys",
         'if "google.colab" in sys.modules and importlib.util.find_spec("companion") is None:',
         f'    %pip install -q "llm-do-zero @ git+{repo_url}"',
@@ -224,6 +224,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--timeout", type=int, default=1800, help="segundos por célula")
+    parser.add_argument("--setup-only", action="store_true",
+                        help="só reescreve a célula de configuração (sem executar; ela não tem saídas fora do Colab)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
@@ -232,9 +234,26 @@ def main() -> int:
     )
     repo_url = repository_url()
     for path in paths:
+        if args.setup_only:
+            rewrite_setup_cell(path.resolve(), repo_url)
+            continue
         seconds = execute(path.resolve(), repo_url, args.timeout)
         print(f"{path}: executado em {seconds:.0f} s", file=sys.stderr)
     return 0
+
+
+def rewrite_setup_cell(path: Path, repo_url: str) -> None:
+    """Reescreve só a célula de configuração, mantendo o resto do arquivo byte a byte."""
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text)
+    nb = nbformat.reads(text, as_version=4)
+    check_setup_cell(nb, path, repo_url)
+    first = next(c for c in data["cells"] if c["cell_type"] == "code")
+    source = next(c for c in nb.cells if c.cell_type == "code").source
+    lines = source.split("\n")
+    first["source"] = [line + "\n" for line in lines[:-1]] + [lines[-1]]
+    first.setdefault("metadata", {})["tags"] = sorted(set(first["metadata"].get("tags", [])) | {"remove-input"})
+    path.write_text(json.dumps(data, indent=1, ensure_ascii=False, sort_keys=True) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

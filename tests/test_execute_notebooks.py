@@ -42,7 +42,7 @@ def test_template_for_a_chapter_without_weights():
     nb = _notebook("print(1)")
     ex.check_setup_cell(nb, Path("x.ipynb"), REPO)
     assert nb.cells[1].source == (
-        "# Configuração do capítulo. No Colab, instala o que faltar: o pacote do curso — ~1 min na 1.ª vez.\n"
+        "# Configuração do capítulo. No Colab, instala o que faltar: o pacote do curso — ~1 min na 1ª vez.\n"
         "import importlib.util, sys\n"
         'if "google.colab" in sys.modules and importlib.util.find_spec("companion") is None:\n'
         '    %pip install -q "llm-do-zero @ git+https://github.com/Dona/livro"\n'
@@ -57,7 +57,7 @@ def test_template_from_metadata_with_smollm2():
     ex.check_setup_cell(nb, Path("x.ipynb"), REPO)
     assert nb.cells[1].source == (
         "# Configuração do capítulo. No Colab, instala o que faltar: o pacote do curso e os pesos do SmolLM2 "
-        "(93 MB) — 1–2 min na 1.ª vez.\n"
+        "(93 MB) — 1–2 min na 1ª vez.\n"
         "import importlib.util, sys\n"
         'if "google.colab" in sys.modules and importlib.util.find_spec("companion") is None:\n'
         '    %pip install -q "llm-do-zero @ git+https://github.com/Dona/livro"\n'
