@@ -305,5 +305,7 @@ def test_plot_next_word_probs_draws_one_bar_per_word(tiny):
 
     ax = plot_next_word_probs(tiny.next_word_probs("o"), "o")
     assert [bar.get_width() for bar in ax.patches] == pytest.approx([1 / 3, 2 / 3])  # a mais provável em cima
+    assert [text.get_text() for text in ax.texts] == ["0,33", "0,67"]  # números no formato brasileiro
+    assert ax.xaxis.get_major_formatter()(0.25, 0) == "0,25"
     with pytest.raises(ValueError, match="vazio"):
         plot_next_word_probs({}, "o")

@@ -59,6 +59,9 @@ def plot_next_word_probs(probs: dict[str, float], context: str, ax=None, color: 
         Os eixos desenhados.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
+
+    from companion.numbers import num
 
     if not probs:
         raise ValueError("probs está vazio: não há nenhuma palavra para desenhar.")
@@ -68,8 +71,9 @@ def plot_next_word_probs(probs: dict[str, float], context: str, ax=None, color: 
     values = [probs[w] for w in words]
     bars = ax.barh(words, values, color=color or PALETTE[0])
     for bar, value in zip(bars, values):
-        ax.text(bar.get_width() + 0.005, bar.get_y() + bar.get_height() / 2, f"{value:.2f}", va="center", fontsize=9)
+        ax.text(bar.get_width() + 0.005, bar.get_y() + bar.get_height() / 2, num(value, 2), va="center", fontsize=9)
     ax.set_xlim(0, min(1.0, max(values) * 1.2 + 0.05))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: num(x, 2)))  # vírgula decimal também no eixo
     ax.set_xlabel("probabilidade da próxima palavra")
     ax.set_title(f"“{context} ___”")
     ax.grid(axis="y", visible=False)
