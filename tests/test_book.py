@@ -40,6 +40,14 @@ def test_show_source_is_the_package_code():
         show_source(CausalLM, start="texto que não existe")
 
 
+def test_show_source_names_the_file_of_a_decorated_function():
+    from companion.loss import calc_loss_loader  # decorada com @torch.no_grad()
+
+    text = show_source(calc_loss_loader).data
+    assert text.startswith("# companion/loss.py, linha ")
+    assert "@torch.no_grad()" in text and "def calc_loss_loader(" in text
+
+
 def test_glue_emits_what_myst_nb_reads(monkeypatch):
     import IPython.display
 

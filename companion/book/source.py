@@ -32,6 +32,7 @@ def show_source(obj: Any, *, start: str | None = None, end: str | None = None) -
     """
     from IPython.display import Code
 
+    obj = inspect.unwrap(obj)  # o código da função, não o do decorador (``@torch.no_grad()``...)
     lines, first = inspect.getsourcelines(obj)
     text = "".join(lines)
     if start is not None or end is not None:
