@@ -112,5 +112,5 @@ def test_pretrained_benchmark_with_gemma3():
     assert result.n_params == 268_098_176 and result.batch_size == 1
     assert result.gen_cached_tokens_per_s > 0
     assert result.train_tokens_per_s is None and result.gen_uncached_tokens_per_s is None
-    assert "preset gemma3-270m (268.1 M parâmetros)" in format_table(result)
+    assert "preset gemma3-270m (268,1 M parâmetros)" in format_table(result)
     assert torch.get_num_threads() == 1

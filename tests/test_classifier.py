@@ -665,7 +665,7 @@ def test_finetune_on_train_plus_validation(tmp_path, capsys):
     assert metrics["treino"]["n"] == 8 and metrics["teste"]["n"] == 4
     assert "validacao" not in metrics  # a validação virou treino: não há acurácia de validação a relatar
     assert metrics["history"]["best_epoch"] is None  # sem validação, ficam os pesos da última época
-    assert len(metrics["historico"]["perda_por_passo"]) == 2 * 2  # 8 mensagens em lotes de 4, 2 épocas
+    assert len(metrics["history"]["step_loss"]) == 2 * 2  # 8 mensagens em lotes de 4, 2 épocas
 
 
 @pytest.mark.slow

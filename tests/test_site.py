@@ -115,7 +115,7 @@ def test_page_renders_offline(doc, site_url, browser):
         if 'class="math' in source:
             page.wait_for_selector("mjx-container", state="attached", timeout=60_000)
             assert page.locator(".math mjx-container, mjx-container").count() > 0
-        if "application/vnd.jupyter.widget-state+json" in source:
+        if "application/vnd.jupyter.widget-view+json" in source:  # um widget exibido (não só o estado guardado)
             page.wait_for_selector(".jupyter-widgets", state="attached", timeout=60_000)
             assert page.locator(".jupyter-widgets").count() > 0
         SHOTS.mkdir(parents=True, exist_ok=True)
