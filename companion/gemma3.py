@@ -549,15 +549,6 @@ class Gemma3Model(CausalLM):
                 nn.init.zeros_(module.weight)
 
     # ------------------------------------------------------------------ a interface CausalLM
-    @property
-    def kv_heads(self) -> int:
-        """Cabeças de chave/valor: ``n_kv_heads`` (1 no 270M: o cache guarda uma cabeça só)."""
-        return self.cfg.n_kv_heads
-
-    @property
-    def head_dim(self) -> int:
-        return self.cfg.head_dim
-
     def embed(self, idx: Tensor, start: int) -> Tensor:
         """*Embedding* de tokens vezes ``√C``; a posição entra pela RoPE, dentro da atenção."""
         weight = self.tok_emb.weight

@@ -471,15 +471,6 @@ class LlamaModel(CausalLM):
                 nn.init.ones_(module.weight)
 
     # ------------------------------------------------------------------ a interface CausalLM
-    @property
-    def kv_heads(self) -> int:
-        """Cabeças de chave/valor: ``n_kv_heads`` (o KV cache do SmolLM2 é 3x menor que o de um GPT)."""
-        return self.cfg.n_kv_heads
-
-    @property
-    def head_dim(self) -> int:
-        return self.cfg.head_dim
-
     def embed(self, idx: Tensor, start: int) -> Tensor:
         """Só o *embedding* de tokens: a posição entra pela RoPE, dentro da atenção."""
         return self.tok_emb(idx)  # (B, T, C)

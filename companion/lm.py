@@ -13,7 +13,8 @@ de dentro. Por isso todos herdam de ``CausalLM``, que escreve uma vez só o que 
 Cada modelo diz só o que é dele: ``embed`` (tokens -> vetores, com ou sem posição
 absoluta), ``block_inputs`` (o que cada bloco recebe além de ``x``: nada no GPT, os
 ângulos da RoPE no Llama...) e os atributos ``tok_emb``, ``blocks``, ``final_norm`` e
-``out_head`` (``None`` quando amarrada). Um único ``companion.generation.generate``
+``out_head`` (``None`` quando amarrada); o formato do cache vem de ``cfg`` (``n_kv_heads``
+ou ``n_heads``, e ``head_dim``). Um único ``companion.generation.generate``
 serve então para todos.
 
 Convenção de formatos: ``B`` = lote, ``T`` = tokens, ``C`` = largura, ``V`` = vocabulário.
@@ -82,13 +83,13 @@ class CausalLM(nn.Module):
     # ------------------------------------------------------------------ o que cada modelo define
     @property
     def kv_heads(self) -> int:
-        """Cabeças de chave/valor de cada bloco (o tamanho do cache)."""
-        raise NotImplementedError
+        """Cabeças de chave/valor de cada bloco (o tamanho do cache): ``cfg.n_kv_heads``, ou ``cfg.n_heads``."""
+        return getattr(self.cfg, "n_kv_heads", self.cfg.n_heads)
 
     @property
     def head_dim(self) -> int:
-        """Dimensão de cada cabeça de atenção."""
-        raise NotImplementedError
+        """Dimensão de cada cabeça de atenção (``cfg.head_dim``)."""
+        return self.cfg.head_dim
 
     def embed(self, idx: Tensor, start: int) -> Tensor:
         """IDs ``(B, T)`` nas posições ``[start, start + T)`` -> vetores ``(B, T, C)``."""

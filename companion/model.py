@@ -373,15 +373,6 @@ class GPTModel(CausalLM):
         """Os blocos Transformer (guardados como ``trf_blocks``, o nome dos pesos do cap. 4)."""
         return self.trf_blocks
 
-    @property
-    def kv_heads(self) -> int:
-        """No GPT, cada cabeça de consulta tem a sua de chave/valor."""
-        return self.cfg.n_heads
-
-    @property
-    def head_dim(self) -> int:
-        return self.cfg.head_dim
-
     def embed(self, idx: Tensor, start: int) -> Tensor:
         """*Embedding* de token + *embedding* posicional (aprendido) das posições ``[start, start + T)``."""
         positions = torch.arange(start, start + idx.shape[1], device=idx.device)  # (T,)
