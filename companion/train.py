@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from companion._checks import check_choice, check_int, check_number
 from companion.hardware import autocast
-from companion.loss import calc_loss_batch, calc_loss_loader
+from companion.loss import calc_loss_batch, calc_loss_loader, lm_loss
 
 __all__ = [
     "evaluate",
@@ -276,6 +276,17 @@ def new_history() -> dict[str, list]:
 
 
 # ----------------------------------------------------------------------------- o laço
+class _LossModule(nn.Module):
+    """``(entradas, alvos) -> perda`` de um modelo, num módulo só (o que o DDP embrulha)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        return lm_loss(self.model, inputs, targets)
+
+
 def train(
     model: nn.Module,
     train_data: Any,
@@ -337,11 +348,13 @@ def train(
     permutations = EpochPermutations(len(train_data), cfg.seed)
     batch_indices(len(train_data), cfg.batch_size, cfg.seed, 0, permutations)  # confere o tamanho já
 
-    net: nn.Module = model
+    net: nn.Module | None = None
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # O DDP embrulha o modelo COM a perda: assim a perda em pedaços (sem os logits inteiros)
+        # também vale com vários processos, e o DDP vê a passada inteira para sincronizar os gradientes.
+        net = DistributedDataParallel(_LossModule(model), device_ids=[device.index] if device.type == "cuda" else None)
     tokens_per_step = cfg.batch_size * len(train_data[0][0]) * cfg.grad_accum_steps * world
 
     def run_eval(step: int) -> None:
@@ -380,10 +393,13 @@ def train(
                 targets = torch.stack([p[1] for p in pairs])  # (B, T)
                 last = micro == cfg.grad_accum_steps - 1
                 # No DDP, só o último micro-lote sincroniza os gradientes entre os processos.
-                sync = contextlib.nullcontext() if last or world == 1 else net.no_sync()
+                sync = contextlib.nullcontext() if last or net is None else net.no_sync()
                 with sync:
                     with autocast(cfg.precision, device):
-                        loss = calc_loss_batch(inputs, targets, net, device)
+                        if net is None:
+                            loss = calc_loss_batch(inputs, targets, model, device)
+                        else:
+                            loss = net(inputs.to(device), targets.to(device))
                     (loss / cfg.grad_accum_steps).backward()
                 step_loss += loss.detach() / cfg.grad_accum_steps
             if world > 1:
