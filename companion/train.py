@@ -185,6 +185,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     Vieses e os parâmetros das normalizações (vetores 1-D) não sofrem decaimento: puxá-los
     para zero não regulariza nada e atrapalha. Pesos compartilhados entram uma vez só.
 
+    Usa a versão "fundida" do AdamW (``fused=True``: um só *kernel* atualiza todos os
+    parâmetros) quando o PyTorch a tem para o *device* dos parâmetros — na CPU, desde o
+    2.4. A conta é a mesma (a menos do arredondamento do ``float32``) e, na CPU, o passo
+    do otimizador fica umas 4 vezes mais rápido (veja o apêndice de escala).
+
     Args:
         model: o modelo.
         cfg: a configuração (usa ``lr`` e ``weight_decay``).
@@ -199,7 +204,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
+    except (RuntimeError, TypeError, ValueError):  # PyTorch antigo ou device sem a versão fundida
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
 # ----------------------------------------------------------------------------- os lotes
