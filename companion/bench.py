@@ -1,40 +1,95 @@
-"""Benchmark do modelo: tokens por segundo no treino e na geração (cap. 4).
+"""Benchmark do modelo: tokens por segundo no treino e na geração (cap. 4 e apêndice de escala).
 
 ``run_benchmark`` (e o comando ``python -m companion bench --preset curso-medio``) mede, para um *preset* de
 ``GPTConfig``:
 
 - **treino**: um passo completo — *forward*, perda (entropia cruzada), *backward* e
-  AdamW — em lotes ``(batch_size, context)`` de IDs aleatórios; tokens/s = tokens do
-  lote / mediana do tempo de um passo;
+  AdamW (o de ``companion.train.make_optimizer``) — em lotes ``(batch_size, context)``
+  de IDs aleatórios, pelos dois caminhos da perda (``LOSS_PATHS``): os *logits* inteiros
+  ``(B, T, V)`` com ``F.cross_entropy``, como no cap. 5, e a perda em pedaços de
+  ``companion.loss.lm_loss``, que nunca monta esse tensor. Para cada caminho:
+
+  - tokens/s = tokens do lote / mediana do tempo de um passo;
+  - MFU (*model FLOPs utilization*) = FLOPs do passo por segundo / o GFLOP/s que uma
+    multiplicação de matrizes ``float32`` do formato da cabeça de saída,
+    ``(B·T, C) @ (C, V)``, atinge nesta máquina (medida aqui mesmo, intercalada com os
+    passos). FLOPs do passo por token: ``6 ·`` parâmetros das multiplicações de matrizes
+    ``+ 12 · camadas · T · C`` (a atenção), a conta usual (PaLM, nanoGPT);
+  - pico de memória = quanto a memória residente (RSS) do processo subiu, no pico,
+    durante um passo, medida por amostragem de ``/proc/self/statm`` (só no Linux;
+    ``None`` nos outros sistemas). Inclui tudo o que o passo aloca — ativações, *logits*,
+    gradientes, temporários do AdamW —, não os pesos e o estado do AdamW que já existiam;
+  - a perda dos mesmos pesos e dados pelos dois caminhos (têm de concordar);
+
 - **geração**: ``gen_tokens`` tokens novos, lote 1, decodificação gulosa, com e sem
   KV cache; tokens/s = tokens novos / mediana do tempo de uma geração.
 
-Mede-se a mediana de várias repetições depois de um aquecimento, porque numa máquina
-compartilhada o tempo de uma única medida varia muito. O capítulo 4 usa estes números
-para comparar o modelo do curso com implementações de referência.
+As medidas dos dois caminhos e a da multiplicação de matrizes são **intercaladas** (uma
+de cada por rodada) e resumidas pela mediana, porque numa máquina compartilhada o tempo
+de uma única medida varia muito. O capítulo 4 usa estes números para comparar o modelo
+do curso com implementações de referência; o apêndice de escala, para mostrar quanto
+custam os *logits*.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import statistics
+import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from companion._checks import check_choice
 from companion.generation import generate
+from companion.loss import lm_loss
 from companion.model import GPTConfig, GPTModel, count_parameters
 
-__all__ = ["BenchResult", "median_seconds", "train_step", "run_benchmark", "format_table"]
+__all__ = [
+    "LOSS_PATHS",
+    "TrainPathResult",
+    "BenchResult",
+    "median_seconds",
+    "train_step",
+    "train_flops_per_token",
+    "peak_memory_bytes",
+    "run_benchmark",
+    "format_table",
+]
 
 PROMPT_TOKENS = 8  # tamanho do prompt aleatório da geração
+# Os dois caminhos da perda no treino: os logits inteiros (cap. 5) e a perda em pedaços (companion.loss.lm_loss).
+LOSS_PATHS: dict[str, str] = {
+    "full": "logits inteiros + F.cross_entropy",
+    "chunked": "em pedaços (lm_loss)",
+}
+
+
+@dataclass
+class TrainPathResult:
+    """O treino por um caminho da perda (``None`` = não medido)."""
+
+    path: str  # "full" ou "chunked" (veja LOSS_PATHS)
+    tokens_per_s: float
+    mfu: float | None  # fração (0 a 1) do GFLOP/s da multiplicação de matrizes de referência
+    peak_memory_bytes: int | None  # quanto a RSS subiu, no pico, durante um passo
+    loss: float  # a perda dos pesos iniciais no lote medido (igual nos dois caminhos)
 
 
 @dataclass
 class BenchResult:
-    """Resultado de ``run_benchmark`` (tokens por segundo; ``None`` = não medido)."""
+    """Resultado de ``run_benchmark`` (tokens por segundo; ``None`` = não medido).
+
+    ``train_tokens_per_s`` é o do caminho que o pacote usa para treinar (``"chunked"``,
+    se medido); ``train_paths`` traz cada caminho medido.
+    """
 
     preset: str
     n_params: int
@@ -45,6 +100,9 @@ class BenchResult:
     gen_tokens: int
     gen_cached_tokens_per_s: float | None
     gen_uncached_tokens_per_s: float | None
+    train_paths: dict[str, TrainPathResult] = field(default_factory=dict)
+    matmul_gflops: float | None = None  # GFLOP/s da multiplicação (B·T, C) @ (C, V) em float32
+    flops_per_token: int | None = None  # FLOPs de um passo de treino por token (6N + atenção)
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
@@ -61,29 +119,110 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+        times.append(_seconds(fn))
     return statistics.median(times)
 
 
-def train_step(model: GPTModel, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor) -> float:
+def _seconds(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def train_step(
+    model: GPTModel, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, path: str = "full"
+) -> float:
     """Um passo de treino: *forward*, entropia cruzada, *backward* e passo do otimizador.
+
+    Os gradientes do passo anterior são descartados antes de tudo (``set_to_none``): não
+    ocupam memória durante a passada para a frente.
 
     Args:
         model: o modelo (em modo ``train``).
         optimizer: o otimizador dos parâmetros do modelo.
         x, y: entradas e alvos ``(B, T)``.
+        path: ``"full"`` (os *logits* ``(B, T, V)`` inteiros e ``F.cross_entropy``) ou
+            ``"chunked"`` (``companion.loss.lm_loss``, sem os *logits* inteiros).
 
     Returns:
         O valor da perda (antes do passo).
     """
-    logits = model(x)  # (B, T, V)
-    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*T, V) contra (B*T,)
+    check_choice("path", path, LOSS_PATHS)
     optimizer.zero_grad(set_to_none=True)
+    if path == "full":
+        logits = model(x)  # (B, T, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())  # (B*T, V) contra (B*T,)
+    else:
+        loss = lm_loss(model, x, y)
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+def train_flops_per_token(model: nn.Module, context: int) -> int:
+    """FLOPs de um passo de treino (ida + volta) por token: ``6 · N + 12 · camadas · T · C``.
+
+    ``N`` são os parâmetros que entram em multiplicações de matrizes (os pesos das
+    ``nn.Linear``, a cabeça de saída incluída; não os *embeddings* consultados por
+    índice): cada um custa 2 FLOPs por token na ida e 4 na volta. O segundo termo é a
+    atenção (``Q·Kᵀ`` e ``pesos·V``), contada sem descontar a máscara causal.
+    """
+    linear = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear)}
+    if getattr(model, "out_head", None) is None and hasattr(model, "output_weight"):
+        linear[id(model.output_weight)] = model.output_weight.numel()  # cabeça amarrada, sem nn.Linear
+    cfg = model.cfg
+    return 6 * sum(linear.values()) + 12 * cfg.n_layers * context * cfg.emb_dim
+
+
+def _rss_bytes() -> int | None:
+    """A memória residente (RSS) do processo agora, em bytes (só no Linux; ``None`` nos outros)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _return_free_memory() -> None:
+    """Devolve ao sistema a memória livre que o ``malloc`` da glibc guarda (sem ela, a RSS do começo mente)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def peak_memory_bytes(fn: Callable[[], object], interval: float = 0.001) -> int | None:
+    """Quanto a memória residente (RSS) do processo subiu, no pico, enquanto ``fn()`` rodava.
+
+    Uma *thread* lê ``/proc/self/statm`` a cada ``interval`` segundos. Antes, a memória
+    livre guardada pelo ``malloc`` é devolvida ao sistema, para que o que ``fn`` reaproveita
+    dela também conte. Mede o processo inteiro (tensores, temporários das bibliotecas de
+    matrizes, o próprio alocador), não só os tensores.
+
+    Returns:
+        Bytes (>= 0), ou ``None`` fora do Linux (aí ``fn`` roda do mesmo jeito).
+    """
+    _return_free_memory()
+    start = _rss_bytes()
+    if start is None:
+        fn()
+        return None
+    peak = start
+    done = threading.Event()
+
+    def watch() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_bytes() or 0)
+            done.wait(interval)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        watcher.join()
+    return max(peak, _rss_bytes() or 0) - start
 
 
 def run_benchmark(
@@ -96,6 +235,7 @@ def run_benchmark(
     train: bool = True,
     gen: bool = True,
     seed: int = 0,
+    loss_paths: tuple[str, ...] = tuple(LOSS_PATHS),
 ) -> BenchResult:
     """Mede o treino e a geração de ``GPTModel(GPTConfig.preset(preset))``.
 
@@ -103,11 +243,13 @@ def run_benchmark(
         preset: nome de um *preset* de ``GPTConfig``.
         batch_size: lote do treino.
         context: tokens por sequência no treino (padrão: ``context_length`` do *preset*).
-        steps: repetições medidas (depois de uma de aquecimento) de cada medida.
+        steps: rodadas medidas (depois de uma de aquecimento) de cada medida; no treino,
+            cada rodada dá um passo por caminho da perda e uma multiplicação de referência.
         gen_tokens: tokens novos em cada geração.
         threads: *threads* do PyTorch durante a medida (restaurado no fim).
         train, gen: o que medir.
         seed: semente dos pesos e dos dados aleatórios.
+        loss_paths: os caminhos da perda medidos no treino (chaves de ``LOSS_PATHS``).
 
     Returns:
         Um ``BenchResult``.
@@ -115,6 +257,8 @@ def run_benchmark(
     Raises:
         ValueError: *preset* desconhecido ou valores fora do permitido.
     """
+    from companion.train import TrainConfig, make_optimizer
+
     cfg = GPTConfig.preset(preset, drop_rate=0.0)  # sem dropout: mede a arquitetura
     context = cfg.context_length if context is None else context
     for name, value in (("batch_size", batch_size), ("steps", steps), ("threads", threads), ("context", context)):
@@ -131,6 +275,10 @@ def run_benchmark(
             f"gen_tokens deve ser no máximo {cfg.context_length - PROMPT_TOKENS} no preset {preset!r} "
             f"(o prompt tem {PROMPT_TOKENS} tokens e o contexto, {cfg.context_length})."
         )
+    if train and (isinstance(loss_paths, str) or not loss_paths):
+        raise ValueError(f"loss_paths deve ser uma sequência não vazia de {list(LOSS_PATHS)}; recebi {loss_paths!r}.")
+    for path in loss_paths:
+        check_choice("loss_paths", path, LOSS_PATHS)
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -138,15 +286,12 @@ def run_benchmark(
         torch.manual_seed(seed)
         model = GPTModel(cfg)
         g = torch.Generator().manual_seed(seed)
-        train_tps = cached_tps = uncached_tps = None
+        train_tps = cached_tps = uncached_tps = probe = flops = None
+        paths: dict[str, TrainPathResult] = {}
         if train:
-            model.train()
-            optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4, weight_decay=0.1)
-            x = torch.randint(0, cfg.vocab_size, (batch_size, context), generator=g)
-            y = torch.randint(0, cfg.vocab_size, (batch_size, context), generator=g)
-            seconds = median_seconds(lambda: train_step(model, optimizer, x, y), steps)
-            train_tps = batch_size * context / seconds
-            del optimizer
+            paths, probe, flops = _measure_training(model, cfg, batch_size, context, steps, g, loss_paths,
+                                                   make_optimizer(model, TrainConfig(lr=3e-4, weight_decay=0.1)))
+            train_tps = paths["chunked" if "chunked" in paths else loss_paths[0]].tokens_per_s
         if gen:
             prompt = torch.randint(0, cfg.vocab_size, (1, PROMPT_TOKENS), generator=g)
             cached = median_seconds(lambda: generate(model, prompt, gen_tokens, use_cache=True), steps)
@@ -164,15 +309,69 @@ def run_benchmark(
         gen_tokens=gen_tokens,
         gen_cached_tokens_per_s=cached_tps,
         gen_uncached_tokens_per_s=uncached_tps,
+        train_paths=paths,
+        matmul_gflops=probe,
+        flops_per_token=flops,
     )
 
 
+def _measure_training(
+    model: GPTModel,
+    cfg: GPTConfig,
+    batch_size: int,
+    context: int,
+    steps: int,
+    g: torch.Generator,
+    loss_paths: tuple[str, ...],
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, TrainPathResult], float, int]:
+    """Os passos de treino de cada caminho e a multiplicação de referência, intercalados."""
+    model.train()
+    x = torch.randint(0, cfg.vocab_size, (batch_size, context), generator=g)
+    y = torch.randint(0, cfg.vocab_size, (batch_size, context), generator=g)
+    with torch.no_grad():  # os mesmos pesos e o mesmo lote pelos dois caminhos, antes de qualquer passo
+        losses = {
+            "full": lambda: F.cross_entropy(model(x).flatten(0, 1), y.flatten()).item(),
+            "chunked": lambda: lm_loss(model, x, y).item(),
+        }
+        start_loss = {path: losses[path]() for path in loss_paths}
+    rows = batch_size * context
+    a = torch.randn(rows, cfg.emb_dim, generator=g)  # (B·T, C): a entrada da cabeça de saída
+    w = torch.randn(cfg.emb_dim, cfg.vocab_size, generator=g)  # (C, V)
+    steps_of = {path: (lambda path=path: train_step(model, optimizer, x, y, path)) for path in loss_paths}
+    for step in steps_of.values():  # aquecimento (e o estado do AdamW, criado no primeiro passo)
+        step()
+    a @ w
+    times: dict[str, list[float]] = {path: [] for path in loss_paths}
+    probe_times = []
+    for _ in range(steps):  # intercalado: cada rodada mede um passo de cada caminho e uma multiplicação
+        probe_times.append(_seconds(lambda: a @ w))
+        for path, step in steps_of.items():
+            times[path].append(_seconds(step))
+    probe = 2 * rows * cfg.emb_dim * cfg.vocab_size / statistics.median(probe_times) / 1e9
+    flops = train_flops_per_token(model, context)
+    results = {}
+    for path, step in steps_of.items():
+        tokens_per_s = rows / statistics.median(times[path])
+        results[path] = TrainPathResult(
+            path=path,
+            tokens_per_s=tokens_per_s,
+            mfu=flops * tokens_per_s / (probe * 1e9),
+            peak_memory_bytes=peak_memory_bytes(step),
+            loss=start_loss[path],
+        )
+    return results, probe, flops
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    """Número à brasileira (1.234,5); ``—`` quando não medido."""
+    if value is None:
+        return "—"
+    return f"{value:,.{digits}f}".replace(",", "X").replace(".", ",").replace("X", ".")
+
+
 def format_table(result: BenchResult) -> str:
-    """A tabela que o comando imprime (Markdown, para colar no livro ou numa *issue*)."""
-
-    def fmt(value: float | None) -> str:
-        return "—" if value is None else f"{value:,.1f}".replace(",", "X").replace(".", ",").replace("X", ".")
-
+    """As tabelas que o comando imprime (Markdown, para colar no livro ou numa *issue*)."""
     r = result
     head = (
         f"preset {r.preset} ({r.n_params / 1e6:.1f} M parâmetros), {r.threads} thread(s), float32\n\n"
@@ -183,8 +382,30 @@ def format_table(result: BenchResult) -> str:
         (f"geração com KV cache (lote 1, {r.gen_tokens} tokens)", r.gen_cached_tokens_per_s),
         (f"geração sem KV cache (lote 1, {r.gen_tokens} tokens)", r.gen_uncached_tokens_per_s),
     ]
-    table = head + "\n".join(f"| {name} | {fmt(value)} |" for name, value in rows)
+    table = head + "\n".join(f"| {name} | {_fmt(value)} |" for name, value in rows)
     if r.gen_cached_tokens_per_s and r.gen_uncached_tokens_per_s:
         speedup = r.gen_cached_tokens_per_s / r.gen_uncached_tokens_per_s
-        table += f"\n\nO KV cache deixou a geração {fmt(speedup)}x mais rápida."
+        table += f"\n\nO KV cache deixou a geração {_fmt(speedup)}x mais rápida."
+    if r.train_paths:
+        table += (
+            "\n\n| perda no treino | tokens/s | MFU | pico de memória do passo | perda |\n"
+            "|---|---:|---:|---:|---:|\n"
+        )
+        for path, p in r.train_paths.items():
+            memory = "—" if p.peak_memory_bytes is None else f"{_fmt(p.peak_memory_bytes / 1e6, 0)} MB"
+            mfu = "—" if p.mfu is None else f"{_fmt(100 * p.mfu)}%"
+            table += f"| {LOSS_PATHS[path]} | {_fmt(p.tokens_per_s)} | {mfu} | {memory} | {_fmt(p.loss, 4)} |\n"
+        table += (
+            f"\nMFU: FLOPs do passo ({_fmt(r.flops_per_token / 1e6)} MFLOP por token: 6 × parâmetros das "
+            f"matrizes + atenção) por segundo, sobre os {_fmt(r.matmul_gflops)} GFLOP/s de uma multiplicação "
+            f"float32 ({r.batch_size * r.context} x C) @ (C x V) medida junto. Pico de memória: quanto a memória "
+            "residente do processo subiu durante um passo."
+        )
+        if "full" in r.train_paths and "chunked" in r.train_paths:
+            full, chunked = r.train_paths["full"], r.train_paths["chunked"]
+            table += f"\nA perda em pedaços treinou {_fmt(chunked.tokens_per_s / full.tokens_per_s, 2)}x mais rápido"
+            if full.peak_memory_bytes is not None and chunked.peak_memory_bytes is not None:
+                saved = (full.peak_memory_bytes - chunked.peak_memory_bytes) / 1e6
+                table += f" e usou {_fmt(saved, 0)} MB a menos de memória"
+            table += "."
     return table
