@@ -137,7 +137,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     ``grad_weight += G.T @ h`` — e jogamos o pedaço fora. A volta só multiplica pelo
     gradiente que chega. Exceção: com ``per_token=True`` (uma perda por posição, cada
     uma com o seu peso na volta) e a matriz ``W`` treinável, os pesos ainda não são
-    conhecidos na ida; aí a volta refaz os *logits* de cada pedaço (``recompute``).
+    conhecidos na ida; aí a volta refaz os *logits* de cada pedaço.
     """
 
     @staticmethod
@@ -150,10 +150,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
         per_token: bool,
         chunk_size: int,
         compute_dtype: torch.dtype,
-        recompute: bool,
     ) -> Tensor:
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        recompute = (recompute or (per_token and need_weight)) and (need_hidden or need_weight)
+        # Guardar os gradientes na ida é mais rápido que refazer os logits na volta (uma multiplicação
+        # (N, C) @ (C, V) a menos); só não dá com pesos por posição e W treinável.
+        recompute = per_token and need_weight
         ctx.chunk_size, ctx.compute_dtype, ctx.per_token, ctx.scale = chunk_size, compute_dtype, per_token, scale
         ctx.save_for_backward(hidden, weight, targets)
         ctx.grad_hidden = ctx.grad_weight = None
@@ -183,7 +184,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     row_weights,
                 )
         else:
-            if not ready:  # retain_graph=True e uma segunda volta, ou a estratégia de refazer as contas
+            if not ready:  # uma segunda volta (retain_graph=True): a primeira já usou o que a ida guardou
                 _, grad_hidden, grad_weight = _chunked_pass(
                     hidden, weight, targets, ctx.chunk_size, ctx.compute_dtype, (need_hidden, need_weight), ctx.scale
                 )
@@ -193,7 +194,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         if grad_weight is not None:
             grad_weight = grad_weight.to(weight.dtype)
         return (grad_hidden if need_hidden else None, grad_weight if need_weight else None,
-                None, None, None, None, None, None)
+                None, None, None, None, None)
 
 
 def _chunked_pass(
@@ -350,7 +351,7 @@ def chunked_cross_entropy(
     compute_dtype = _autocast_dtype(hidden.device.type) or torch.promote_types(hidden.dtype, weight.dtype)
     per_token = reduction == "none"
     scale = 1.0 / n_keep if reduction == "mean" else 1.0
-    out = _LinearCrossEntropy.apply(h, weight, t, scale, per_token, chunk_size, compute_dtype, False)
+    out = _LinearCrossEntropy.apply(h, weight, t, scale, per_token, chunk_size, compute_dtype)
     if not per_token:
         return out
     if positions is not None:
