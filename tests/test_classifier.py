@@ -671,8 +671,8 @@ def test_finetune_on_train_plus_validation(tmp_path, capsys):
 @pytest.mark.slow
 def test_zero_shot_batched_matches_the_full_model():
     """A linha de base em lotes (só 2 linhas da cabeça) decide igual ao modelo inteiro, um por um."""
-    from companion.classifier import ZERO_SHOT_ANSWERS, ZERO_SHOT_PROMPT
     from companion.chat import encode_chat
+    from companion.classifier import ZERO_SHOT_ANSWERS, ZERO_SHOT_PROMPT
     from companion.pretrained import load_smollm2
 
     llama, tok = load_smollm2()
