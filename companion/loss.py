@@ -363,12 +363,14 @@ def supports_chunked_loss(model: nn.Module) -> bool:
     """O modelo é um ``CausalLM`` cuja cabeça é só ``hidden @ output_weight.T``?
 
     Só então ``lm_loss`` pode pular os *logits* inteiros. Fica de fora quem troca a
-    cabeça: um ``logits`` reescrito numa subclasse, uma cabeça com viés ou embrulhada
-    (uma ``LoRALinear``, cujo ``.weight`` não inclui a correção).
+    cabeça: ``logits`` ou ``forward`` reescritos numa subclasse, uma cabeça com viés ou
+    embrulhada (uma ``LoRALinear``, cujo ``.weight`` não inclui a correção).
     """
     from companion.lm import CausalLM
 
-    if not isinstance(model, CausalLM) or type(model).logits is not CausalLM.logits:
+    if not isinstance(model, CausalLM):
+        return False
+    if type(model).logits is not CausalLM.logits or type(model).forward is not CausalLM.forward:
         return False
     head = getattr(model, "out_head", None)
     return head is None or (type(head) is nn.Linear and head.bias is None)
