@@ -10,10 +10,11 @@
   ``companion.loss.lm_loss``, que nunca monta esse tensor. Para cada caminho:
 
   - tokens/s = tokens do lote / mediana do tempo de um passo;
-  - MFU (*model FLOPs utilization*) = FLOPs do passo por segundo / o GFLOP/s que uma
-    multiplicação de matrizes ``float32`` do formato da cabeça de saída,
-    ``(B·T, C) @ (C, V)``, atinge nesta máquina (medida aqui mesmo, intercalada com os
-    passos). FLOPs do passo por token: ``6 ·`` parâmetros das multiplicações de matrizes
+  - MFU (*model FLOPs utilization*) = FLOPs do passo por segundo / o GFLOP/s que as
+    multiplicações de matrizes ``float32`` nos formatos do modelo atingem nesta máquina
+    (a cabeça de saída, um pedaço ``(256, C) @ (C, V)``, e o *feed-forward*,
+    ``(B·T, C) @ (C, 4C)``; vale a mais rápida), medidas aqui mesmo, intercaladas com os
+    passos. FLOPs do passo por token: ``6 ·`` parâmetros das multiplicações de matrizes
     ``+ 12 · camadas · T · C`` (a atenção), a conta usual (PaLM, nanoGPT);
   - pico de memória = quanto a memória residente (RSS) do processo subiu, no pico,
     durante um passo, medida por amostragem de ``/proc/self/statm`` (só no Linux;
@@ -101,7 +102,7 @@ class BenchResult:
     gen_cached_tokens_per_s: float | None
     gen_uncached_tokens_per_s: float | None
     train_paths: dict[str, TrainPathResult] = field(default_factory=dict)
-    matmul_gflops: float | None = None  # GFLOP/s da multiplicação (B·T, C) @ (C, V) em float32
+    matmul_gflops: float | None = None  # GFLOP/s float32 das multiplicações de referência (a mais rápida)
     flops_per_token: int | None = None  # FLOPs de um passo de treino por token (6N + atenção)
 
 
@@ -336,19 +337,21 @@ def _measure_training(
         }
         start_loss = {path: losses[path]() for path in loss_paths}
     rows = batch_size * context
-    a = torch.randn(rows, cfg.emb_dim, generator=g)  # (B·T, C): a entrada da cabeça de saída
-    w = torch.randn(cfg.emb_dim, cfg.vocab_size, generator=g)  # (C, V)
+    probes = _matmul_probes(rows, cfg.emb_dim, cfg.vocab_size, g)
     steps_of = {path: (lambda path=path: train_step(model, optimizer, x, y, path)) for path in loss_paths}
     for step in steps_of.values():  # aquecimento (e o estado do AdamW, criado no primeiro passo)
         step()
-    a @ w
+    for probe_fn, _ in probes.values():
+        probe_fn()
     times: dict[str, list[float]] = {path: [] for path in loss_paths}
-    probe_times = []
-    for _ in range(steps):  # intercalado: cada rodada mede um passo de cada caminho e uma multiplicação
-        probe_times.append(_seconds(lambda: a @ w))
+    probe_times: dict[str, list[float]] = {name: [] for name in probes}
+    for _ in range(steps):  # intercalado: cada rodada mede um passo de cada caminho e as multiplicações
+        for name, (probe_fn, _) in probes.items():
+            probe_times[name].append(_seconds(probe_fn))
         for path, step in steps_of.items():
             times[path].append(_seconds(step))
-    probe = 2 * rows * cfg.emb_dim * cfg.vocab_size / statistics.median(probe_times) / 1e9
+    probe = max(flop / statistics.median(probe_times[name]) / 1e9 for name, (_, flop) in probes.items())
+    del probes
     flops = train_flops_per_token(model, context)
     results = {}
     for path, step in steps_of.items():
@@ -361,6 +364,26 @@ def _measure_training(
             loss=start_loss[path],
         )
     return results, probe, flops
+
+
+def _matmul_probes(rows: int, C: int, V: int, g: torch.Generator) -> dict[str, tuple[Callable[[], object], int]]:
+    """As multiplicações de referência do MFU, nos formatos do modelo, com a saída já alocada.
+
+    - a cabeça de saída, um pedaço de ``DEFAULT_CHUNK_SIZE`` posições: ``(n, C) @ (C, V)``,
+      com a matriz guardada ``(V, C)``, como no modelo;
+    - a primeira camada do *feed-forward*: ``(B·T, C) @ (C, 4C)``.
+
+    O pico do MFU é a mais rápida das duas (mediana de cada).
+    """
+    from companion.loss import DEFAULT_CHUNK_SIZE
+
+    n = min(rows, DEFAULT_CHUNK_SIZE)
+    h, weight, logits = torch.randn(n, C, generator=g), torch.randn(V, C, generator=g), torch.empty(n, V)
+    x, fc1, hidden = torch.randn(rows, C, generator=g), torch.randn(C, 4 * C, generator=g), torch.empty(rows, 4 * C)
+    return {
+        "cabeça": (lambda: torch.mm(h, weight.t(), out=logits), 2 * n * C * V),
+        "feed-forward": (lambda: torch.mm(x, fc1, out=hidden), 2 * rows * C * 4 * C),
+    }
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -397,9 +420,9 @@ def format_table(result: BenchResult) -> str:
             table += f"| {LOSS_PATHS[path]} | {_fmt(p.tokens_per_s)} | {mfu} | {memory} | {_fmt(p.loss, 4)} |\n"
         table += (
             f"\nMFU: FLOPs do passo ({_fmt(r.flops_per_token / 1e6)} MFLOP por token: 6 × parâmetros das "
-            f"matrizes + atenção) por segundo, sobre os {_fmt(r.matmul_gflops)} GFLOP/s de uma multiplicação "
-            f"float32 ({r.batch_size * r.context} x C) @ (C x V) medida junto. Pico de memória: quanto a memória "
-            "residente do processo subiu durante um passo."
+            f"matrizes + atenção) por segundo, sobre os {_fmt(r.matmul_gflops)} GFLOP/s da mais rápida de duas "
+            "multiplicações float32 nos formatos do modelo (a cabeça de saída em pedaços e o feed-forward), "
+            "medidas junto. Pico de memória: quanto a memória residente do processo subiu durante um passo."
         )
         if "full" in r.train_paths and "chunked" in r.train_paths:
             full, chunked = r.train_paths["full"], r.train_paths["chunked"]
