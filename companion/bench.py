@@ -50,8 +50,9 @@ from torch import nn
 
 from companion._checks import check_choice
 from companion.generation import generate
-from companion.loss import lm_loss
+from companion.loss import DEFAULT_CHUNK_SIZE, lm_loss
 from companion.model import GPTConfig, GPTModel, count_parameters
+from companion.train import TrainConfig, make_optimizer
 
 __all__ = [
     "LOSS_PATHS",
@@ -258,8 +259,6 @@ def run_benchmark(
     Raises:
         ValueError: *preset* desconhecido ou valores fora do permitido.
     """
-    from companion.train import TrainConfig, make_optimizer
-
     cfg = GPTConfig.preset(preset, drop_rate=0.0)  # sem dropout: mede a arquitetura
     context = cfg.context_length if context is None else context
     for name, value in (("batch_size", batch_size), ("steps", steps), ("threads", threads), ("context", context)):
@@ -375,8 +374,6 @@ def _matmul_probes(rows: int, C: int, V: int, g: torch.Generator) -> dict[str, t
 
     O pico do MFU é a mais rápida das duas (mediana de cada).
     """
-    from companion.loss import DEFAULT_CHUNK_SIZE
-
     n = min(rows, DEFAULT_CHUNK_SIZE)
     h, weight, logits = torch.randn(n, C, generator=g), torch.randn(V, C, generator=g), torch.empty(n, V)
     x, fc1, hidden = torch.randn(rows, C, generator=g), torch.randn(C, 4 * C, generator=g), torch.empty(rows, 4 * C)
