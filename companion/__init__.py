@@ -55,6 +55,8 @@ _EXPORTS: dict[str, str] = {
     "perplexity": "loss",
     "calc_loss_batch": "loss",
     "calc_loss_loader": "loss",
+    "lm_loss": "loss",
+    "chunked_cross_entropy": "loss",
     "TrainConfig": "train",
     "train": "train",
     "save_checkpoint": "checkpoint",

@@ -53,6 +53,7 @@ from companion.instruct import (
     collate_instructions,
     format_prompt,
 )
+from companion.loss import lm_loss
 
 __all__ = [
     "PREFERENCES_ASSET",
@@ -245,7 +246,9 @@ def collate_preferences(batch: Sequence[PreferencePair], max_length: int | None 
 def _pair_logprobs(model: nn.Module, batch: Sequence[PreferencePair], max_length: int | None) -> tuple[Tensor, Tensor]:
     device = next(model.parameters()).device
     inputs, targets = collate_preferences(batch, max_length)
-    logps = sequence_logprobs(model(inputs.to(device)), targets.to(device))  # (2B,)
+    # log pi(y|x) = -(soma das perdas dos tokens da resposta): o mesmo que sequence_logprobs(model(inputs), targets),
+    # sem os logits (2B, T, V) inteiros (companion.loss.lm_loss)
+    logps = -lm_loss(model, inputs.to(device), targets.to(device), reduction="none").sum(dim=-1)  # (2B,)
     return logps[: len(batch)], logps[len(batch) :]
 
 

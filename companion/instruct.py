@@ -32,12 +32,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from companion._checks import check_int
 from companion.data import SPLITS, load_jsonl
 from companion.hardware import autocast
+from companion.loss import lm_loss
 from companion.numbers import num
 from companion.train import TrainConfig
 
@@ -263,6 +263,10 @@ def split_by_length(
 def instruction_loss(model: nn.Module, inputs: Tensor, targets: Tensor, reduction: str = "mean") -> Tensor:
     """Entropia cruzada dos *logits* contra os alvos, pulando os ``-100``.
 
+    A conta é a de ``companion.loss.lm_loss``: num ``CausalLM`` a cabeça de saída e a
+    perda são calculadas em pedaços, só nas posições com alvo (o mesmo número que
+    ``F.cross_entropy(model(inputs)...)``, sem os *logits* ``(B, T, V)`` inteiros).
+
     Args:
         model: o modelo de linguagem (``(B, T)`` -> ``(B, T, V)``).
         inputs, targets: de ``collate_instructions``.
@@ -270,11 +274,11 @@ def instruction_loss(model: nn.Module, inputs: Tensor, targets: Tensor, reductio
 
     Returns:
         Escalar.
+
+    Raises:
+        ValueError: ``reduction="mean"`` num lote em que todos os alvos são ``-100``.
     """
-    logits = model(inputs)  # (B, T, V)
-    return F.cross_entropy(
-        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction
-    )  # (B*T, V) contra (B*T,)
+    return lm_loss(model, inputs, targets, reduction=reduction, ignore_index=IGNORE_INDEX)
 
 
 @torch.no_grad()

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from companion._checks import check_choice, check_int, check_number
 from companion.hardware import autocast
-from companion.loss import calc_loss_batch, calc_loss_loader
+from companion.loss import calc_loss_batch, calc_loss_loader, lm_loss
 from companion.numbers import num
 
 __all__ = [
@@ -186,6 +186,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     Vieses e os parâmetros das normalizações (vetores 1-D) não sofrem decaimento: puxá-los
     para zero não regulariza nada e atrapalha. Pesos compartilhados entram uma vez só.
 
+    Usa a versão "fundida" do AdamW (``fused=True``: um só *kernel* atualiza todos os
+    parâmetros) quando o PyTorch a tem para o *device* dos parâmetros — na CPU, desde o
+    2.4. A conta é a mesma (a menos do arredondamento do ``float32``) e, na CPU, o passo
+    do otimizador fica umas 4 vezes mais rápido (veja o apêndice de escala).
+
     Args:
         model: o modelo.
         cfg: a configuração (usa ``lr`` e ``weight_decay``).
@@ -200,7 +205,10 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+    try:
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), fused=True)
+    except (RuntimeError, TypeError, ValueError):  # PyTorch antigo ou device sem a versão fundida
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
 # ----------------------------------------------------------------------------- os lotes
@@ -277,6 +285,17 @@ def new_history() -> dict[str, list]:
 
 
 # ----------------------------------------------------------------------------- o laço
+class _LossModule(nn.Module):
+    """``(entradas, alvos) -> perda`` de um modelo, num módulo só (o que o DDP embrulha)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Tensor, targets: Tensor) -> Tensor:
+        return lm_loss(self.model, inputs, targets)
+
+
 def train(
     model: nn.Module,
     train_data: Any,
@@ -338,11 +357,13 @@ def train(
     permutations = EpochPermutations(len(train_data), cfg.seed)
     batch_indices(len(train_data), cfg.batch_size, cfg.seed, 0, permutations)  # confere o tamanho já
 
-    net: nn.Module = model
+    net: nn.Module | None = None
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # O DDP embrulha o modelo COM a perda: assim a perda em pedaços (sem os logits inteiros)
+        # também vale com vários processos, e o DDP vê a passada inteira para sincronizar os gradientes.
+        net = DistributedDataParallel(_LossModule(model), device_ids=[device.index] if device.type == "cuda" else None)
     tokens_per_step = cfg.batch_size * len(train_data[0][0]) * cfg.grad_accum_steps * world
 
     def run_eval(step: int) -> None:
@@ -381,10 +402,13 @@ def train(
                 targets = torch.stack([p[1] for p in pairs])  # (B, T)
                 last = micro == cfg.grad_accum_steps - 1
                 # No DDP, só o último micro-lote sincroniza os gradientes entre os processos.
-                sync = contextlib.nullcontext() if last or world == 1 else net.no_sync()
+                sync = contextlib.nullcontext() if last or net is None else net.no_sync()
                 with sync:
                     with autocast(cfg.precision, device):
-                        loss = calc_loss_batch(inputs, targets, net, device)
+                        if net is None:
+                            loss = calc_loss_batch(inputs, targets, model, device)
+                        else:
+                            loss = net(inputs.to(device), targets.to(device))
                     (loss / cfg.grad_accum_steps).backward()
                 step_loss += loss.detach() / cfg.grad_accum_steps
             if world > 1:

@@ -1,16 +1,26 @@
-"""Testes de companion/bench.py (cap. 4): o comando roda e imprime a tabela."""
+"""Testes de companion/bench.py (cap. 4 e apêndice de escala): o comando roda e imprime as tabelas.
+
+Nenhum teste confere tempos (a máquina é compartilhada): conferimos a estrutura, que os
+dois caminhos da perda foram medidos e que as perdas deles concordam.
+"""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
 
 from companion.bench import (
+    LOSS_PATHS,
     BenchResult,
+    TrainPathResult,
     format_table,
     median_seconds,
+    peak_memory_bytes,
     run_benchmark,
     run_pretrained_benchmark,
+    train_flops_per_token,
     train_step,
 )
 from companion.cli import main
@@ -27,7 +37,42 @@ def test_cli_bench_prints_table(capsys):
     assert "treino (lote 2 x 16" in out
     assert "geração com KV cache" in out and "geração sem KV cache" in out
     assert "curso-mini" in out and "3,3 M parâmetros" in out
+    assert "| logits inteiros + F.cross_entropy |" in out and "| em pedaços (lm_loss) |" in out
+    assert "MFU" in out and "A perda em pedaços treinou" in out
     assert torch.get_num_threads() == 1  # restaurado
+
+
+def test_cli_bench_one_loss_path(capsys):
+    args = ["bench", "--preset", "curso-mini", "--steps", "1", "--batch-size", "2", "--context", "8", "--no-gen"]
+    assert main([*args, "--loss-path", "full"]) == 0
+    out = capsys.readouterr().out
+    assert "| logits inteiros + F.cross_entropy |" in out and "em pedaços (lm_loss) |" not in out
+    with pytest.raises(SystemExit):
+        main([*args, "--loss-path", "metade"])
+
+
+def test_run_benchmark_measures_both_loss_paths_and_they_agree():
+    result = run_benchmark("curso-mini", batch_size=4, context=64, steps=1, gen=False)
+    assert set(result.train_paths) == set(LOSS_PATHS)
+    full, chunked = result.train_paths["full"], result.train_paths["chunked"]
+    assert result.train_tokens_per_s == chunked.tokens_per_s  # o treino do pacote usa a perda em pedaços
+    assert full.path == "full" and chunked.path == "chunked"
+    # mesmos pesos, mesmo lote: a mesma perda (e perto de log V, com pesos iniciais pequenos)
+    assert chunked.loss == pytest.approx(full.loss, rel=1e-5)
+    assert full.loss == pytest.approx(math.log(50257), abs=0.5)
+    assert all(p.tokens_per_s > 0 and p.mfu > 0 for p in (full, chunked))
+    assert result.matmul_gflops > 0
+    assert result.flops_per_token == train_flops_per_token(GPTModel(GPTConfig.preset("curso-mini")), 64)
+    if full.peak_memory_bytes is not None:  # só no Linux
+        logits_bytes = 4 * 64 * 50257 * 4  # um tensor (B, T, V) em float32
+        assert full.peak_memory_bytes - chunked.peak_memory_bytes >= logits_bytes
+
+
+def test_run_benchmark_rejects_bad_loss_paths():
+    with pytest.raises(ValueError, match="loss_paths"):
+        run_benchmark("curso-mini", steps=1, gen=False, loss_paths=("metade",))
+    with pytest.raises(ValueError, match="loss_paths"):
+        run_benchmark("curso-mini", steps=1, gen=False, loss_paths=())
 
 
 def test_cli_rejects_unknown_preset(capsys):
@@ -38,7 +83,7 @@ def test_cli_rejects_unknown_preset(capsys):
 
 def test_run_benchmark_only_generation():
     result = run_benchmark("curso-mini", steps=1, gen_tokens=4, train=False)
-    assert result.train_tokens_per_s is None
+    assert result.train_tokens_per_s is None and result.train_paths == {} and result.matmul_gflops is None
     assert result.gen_cached_tokens_per_s > 0 and result.gen_uncached_tokens_per_s > 0
     assert result.n_params == 3_320_256
 
@@ -71,14 +116,50 @@ def test_median_seconds():
         median_seconds(lambda: None, 1, warmup=-1)
 
 
-def test_train_step_learns_a_fixed_batch():
+@pytest.mark.parametrize("path", list(LOSS_PATHS))
+def test_train_step_learns_a_fixed_batch(path):
     torch.manual_seed(0)
     model = GPTModel(GPTConfig(vocab_size=40, context_length=8, emb_dim=32, n_heads=2, n_layers=1, drop_rate=0.0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     x = torch.randint(0, 40, (4, 8))
     y = torch.randint(0, 40, (4, 8))
-    losses = [train_step(model, optimizer, x, y) for _ in range(30)]
+    losses = [train_step(model, optimizer, x, y, path) for _ in range(30)]
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_train_step_paths_take_the_same_step():
+    """Um passo pelos logits inteiros e um pela perda em pedaços, dos mesmos pesos: mesmos pesos depois."""
+    models, losses = [], []
+    for path in LOSS_PATHS:
+        torch.manual_seed(0)
+        model = GPTModel(GPTConfig(vocab_size=40, context_length=8, emb_dim=32, n_heads=2, n_layers=1, drop_rate=0.0))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        x, y = torch.randint(0, 40, (4, 8)), torch.randint(0, 40, (4, 8))
+        losses.append(train_step(model, optimizer, x, y, path))
+        models.append(model)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="path"):
+        train_step(models[0], optimizer, x, y, "metade")
+
+
+def test_train_flops_per_token_counts_matrices_once():
+    cfg = GPTConfig(vocab_size=40, context_length=8, emb_dim=32, n_heads=2, n_layers=1, drop_rate=0.0)
+    # por bloco: Q, K, V, saída (4 · 32²) + feed-forward (2 · 32 · 128); cabeça 40 · 32 (amarrada: conta uma vez)
+    matrices = 4 * 32 * 32 + 2 * 32 * 128 + 40 * 32
+    assert train_flops_per_token(GPTModel(cfg), 8) == 6 * matrices + 12 * 1 * 8 * 32
+
+
+def test_peak_memory_bytes_sees_a_short_lived_tensor():
+    import time
+
+    size = 100_000_000  # 100 MB, vivos por 50 ms
+    peak = peak_memory_bytes(lambda: (torch.ones(size // 4), time.sleep(0.05)))
+    if peak is None:
+        pytest.skip("a memória residente só é lida no Linux")
+    assert peak >= 0.9 * size
+    assert peak_memory_bytes(lambda: None) < 0.1 * size
 
 
 def test_format_table_marks_missing_values_and_speedup():
@@ -87,6 +168,22 @@ def test_format_table_marks_missing_values_and_speedup():
     assert "| treino (lote 8 x 64, forward + perda + backward + AdamW) | — |" in table
     assert "1.500,0" in table
     assert "5,0x mais rápida" in table
+    assert "perda no treino" not in table  # treino não medido: sem a tabela dos caminhos
+
+
+def test_format_table_loss_paths():
+    paths = {
+        "full": TrainPathResult("full", 200.0, 0.25, 2_000_000_000, 10.8123),
+        "chunked": TrainPathResult("chunked", 300.0, 0.375, 500_000_000, 10.8123),
+    }
+    result = BenchResult("curso-medio", 30_000_000, 8, 256, 1, 300.0, 200, None, None, paths, 80.0, 190_000_000)
+    table = format_table(result)
+    assert "| logits inteiros + F.cross_entropy | 200,0 | 25,0% | 2.000 MB | 10,8123 |" in table
+    assert "| em pedaços (lm_loss) | 300,0 | 37,5% | 500 MB | 10,8123 |" in table
+    assert "190,0 MFLOP por token" in table and "80,0 GFLOP/s" in table
+    assert "treinou 1,50x mais rápido e usou 1.500 MB a menos de memória." in table
+    paths["chunked"].peak_memory_bytes = None  # fora do Linux
+    assert "| 300,0 | 37,5% | — |" in format_table(result)
 
 
 @pytest.mark.parametrize(

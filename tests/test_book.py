@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from companion.numbers import num, pct
 from companion.book.source import show_source
+from companion.numbers import num, pct
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 """``python -m companion bench``: tokens por segundo no treino e na geração (cap. 4).
 
-As medidas em si estão em ``companion.bench``.
+No treino, mede os dois caminhos da perda (*logits* inteiros e em pedaços) com MFU e
+pico de memória (apêndice de escala). As medidas em si estão em ``companion.bench``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 from companion import bench
 from companion._checks import check_int
 from companion.bench import (
+    LOSS_PATHS,
     PRETRAINED_MODELS,
     format_table,
     run_benchmark,
@@ -41,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         train=not args.no_train,
         gen=not args.no_gen,
         seed=args.seed,
+        loss_paths=tuple(LOSS_PATHS) if args.loss_path == "both" else (args.loss_path,),
     )
     print(format_table(result))
     return 0
@@ -61,6 +64,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=3, help="repetições medidas de cada medida (padrão: 3)")
     parser.add_argument("--gen-tokens", type=int, default=200, help="tokens novos por geração (padrão: 200)")
     parser.add_argument("--seed", type=int, default=0, help="semente (padrão: 0)")
+    parser.add_argument("--loss-path", default="both", choices=[*LOSS_PATHS, "both"],
+                        help="caminho da perda no treino: full (logits inteiros), chunked (em pedaços) "
+                             "ou both (os dois, intercalados; padrão)")
     parser.add_argument("--no-train", action="store_true", help="não mede o treino")
     parser.add_argument("--no-gen", action="store_true", help="não mede a geração")
     add_runtime_options(parser, precision=False)
