@@ -26,7 +26,7 @@ import pytest
 import torch
 
 # As mesmas peças do teste do site: o servidor local, o Chromium e a página com a rede cortada.
-from test_site import SITE, _missing, _open
+from test_site import SITE, _missing, _open, browser, site_url  # noqa: F401  (fixtures do pytest)
 
 from companion.assets import artifact_path, asset_path
 from companion.generation import generate, sample_next_token
