@@ -26,7 +26,7 @@ Este arquivo, na ordem do capítulo:
 4. ``reference_logprobs`` — as log-probabilidades da referência, calculadas uma vez só
    (a referência está congelada);
 5. ``evaluate_dpo`` e ``train_dpo`` (o laço de ``companion.instruct`` com a perda DPO);
-6. ``load_tuned_smollm2`` — o SmolLM2 com os adaptadores empilhados (instruções, DPO).
+6. ``load_tuned`` — o Gemma 3 (ou o SmolLM2) com os adaptadores empilhados (instruções, DPO).
 
 A tarefa ``python -m companion finetune dpo`` (``companion.cli.finetune``) parte do
 modelo ajustado a instruções (o adaptador é somado aos pesos e vira a referência) e grava
@@ -48,12 +48,12 @@ from torch import Tensor, nn
 from companion.data import SPLITS, load_jsonl
 from companion.hardware import autocast
 from companion.instruct import (
-    EOS_TOKEN,
     IGNORE_INDEX,
     collate_instructions,
     format_prompt,
 )
 from companion.loss import lm_loss
+from companion.textcodec import text_codec
 
 __all__ = [
     "PREFERENCES_ASSET",
@@ -69,6 +69,7 @@ __all__ = [
     "evaluate_dpo",
     "pair_margins",
     "train_dpo",
+    "load_tuned",
     "load_tuned_smollm2",
 ]
 
@@ -194,15 +195,15 @@ def encode_preferences(entries: Sequence[Mapping[str, str]], tokenizer: Any) -> 
     Raises:
         ValueError / TypeError: par sem ``instrucao``, ``escolhida`` ou ``rejeitada``.
     """
-    eos = tokenizer.encode_single_token(EOS_TOKEN)
+    codec = text_codec(tokenizer)
     pairs = []
     for i, entry in enumerate(entries):
         for field in ("instrucao", "escolhida", "rejeitada"):
             if not isinstance(entry.get(field), str):
                 raise ValueError(f"o par {i} não tem o texto {field!r} (campos: instrucao, entrada, escolhida, rejeitada).")
-        prompt = tokenizer.encode(format_prompt(entry), disallowed_special=())
-        chosen = prompt + tokenizer.encode(entry["escolhida"].strip(), disallowed_special=()) + [eos]
-        rejected = prompt + tokenizer.encode(entry["rejeitada"].strip(), disallowed_special=()) + [eos]
+        prompt = codec.document(format_prompt(entry))
+        chosen = prompt + codec.encode(entry["escolhida"].strip()) + [codec.eos_id]
+        rejected = prompt + codec.encode(entry["rejeitada"].strip()) + [codec.eos_id]
         pairs.append(PreferencePair(chosen, rejected, len(prompt)))
     return pairs
 
@@ -410,31 +411,43 @@ def train_dpo(
 
 
 # ----------------------------------------------------------------------------- modelos ajustados
-def load_tuned_smollm2(
+def load_tuned(
+    model: str = "gemma3-270m",
     adapters: Sequence[str | Path] = (),
     dtype: torch.dtype = torch.float32,
 ) -> tuple[nn.Module, Any]:
-    """O SmolLM2-135M-Instruct com adaptadores LoRA empilhados e somados aos pesos.
+    """Um modelo pré-treinado do curso com adaptadores LoRA empilhados e somados aos pesos.
 
     A ordem importa: o adaptador DPO foi treinado por cima do de instruções, e guarda
     o sha256 dele (``base_adapter_sha256``); conferimos que o anterior da lista é esse.
+    Cada adaptador também diz para qual modelo foi treinado (``pretrained``), e um adaptador
+    de outro modelo é recusado antes de qualquer conta.
 
     Args:
+        model: ``"gemma3-270m"`` (padrão) ou ``"smollm2"``.
         adapters: pastas (ou arquivos) de adaptadores, na ordem em que foram treinados.
-        dtype: como em ``load_smollm2``.
+        dtype: como em ``load_gemma3`` / ``load_smollm2``.
 
     Returns:
         ``(model, tokenizer)``, com o modelo em modo ``eval``.
 
     Raises:
-        ValueError: adaptador empilhado sobre outro que não o do treino.
+        ValueError: modelo desconhecido, adaptador de outro modelo ou empilhado sobre
+            outro que não o do treino.
     """
     from companion.assets import sha256_of
     from companion.lora import adapter_file, load_lora_adapter, read_adapter_metadata
-    from companion.pretrained import load_smollm2
+    from companion.pretrained import load_pretrained
 
     infos = [read_adapter_metadata(adapter)[1] for adapter in adapters]  # erros claros antes de carregar
-    model, tokenizer = load_smollm2(dtype)
+    for adapter, info in zip(adapters, infos):
+        trained_on = info.get("pretrained", "smollm2")  # os adaptadores antigos não diziam: eram do SmolLM2
+        if trained_on != model:
+            raise ValueError(
+                f"o adaptador {adapter} foi treinado no modelo {trained_on!r}, não em {model!r}; "
+                f"carregue-o com load_tuned({trained_on!r}, ...)."
+            )
+    net, tokenizer = load_pretrained(model, dtype)
     previous: str | None = None
     for adapter, info in zip(adapters, infos):
         wanted = info.get("base_adapter_sha256")
@@ -443,7 +456,15 @@ def load_tuned_smollm2(
                 f"o adaptador {adapter} foi treinado sobre outro adaptador (sha256 {wanted[:12]}...); "
                 f"passe antes dele o adaptador de instruções usado no treino (--adapter na ordem do treino)."
             )
-        load_lora_adapter(adapter, model, merge=True)
+        load_lora_adapter(adapter, net, merge=True)
         previous = sha256_of(adapter_file(adapter))
-    model.eval()
-    return model, tokenizer
+    net.eval()
+    return net, tokenizer
+
+
+def load_tuned_smollm2(
+    adapters: Sequence[str | Path] = (),
+    dtype: torch.dtype = torch.float32,
+) -> tuple[nn.Module, Any]:
+    """``load_tuned("smollm2", adapters, dtype)``: o SmolLM2-135M-Instruct com adaptadores somados."""
+    return load_tuned("smollm2", adapters, dtype)

@@ -21,8 +21,9 @@ entropia cruzada do pré-treinamento. O capítulo 6 constrói, nesta ordem:
    ``make_optimizer`` e ``batch_indices`` do cap. 5;
 6. ``generate_response`` — a resposta do modelo a uma instrução.
 
-A tarefa ``python -m companion finetune instruct`` (``companion.cli.finetune``) treina a
-LoRA no SmolLM2 e grava só o adaptador (alguns MB) e um ``metrics.json``.
+A tarefa ``python -m companion finetune instruct --model gemma3-270m``
+(``companion.cli.finetune``) treina a LoRA no Gemma 3 270M (ou no SmolLM2, com
+``--model smollm2``) e grava só o adaptador (alguns MB) e um ``metrics.json``.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from companion.data import SPLITS, load_jsonl
 from companion.hardware import autocast
 from companion.loss import lm_loss
 from companion.numbers import num
+from companion.textcodec import text_codec
 from companion.train import TrainConfig
 
 __all__ = [
@@ -66,7 +68,6 @@ INSTRUCTION_HEADER = "### Instrução:"
 INPUT_HEADER = "### Entrada:"
 RESPONSE_HEADER = "### Resposta:"
 IGNORE_INDEX = -100  # o ignore_index padrão de F.cross_entropy
-EOS_TOKEN = "<|endoftext|>"  # o fim de texto do SmolLM2 (ID 0): a resposta termina nele
 
 INSTRUCTIONS_ASSET = "finetune/instrucoes.jsonl"
 # Campos do TrainConfig que o laço de instruções não usa: mudá-los é um erro, não um silêncio.
@@ -143,25 +144,26 @@ def encode_instructions(
 ) -> list[tuple[list[int], int]]:
     """Codifica cada exemplo como ``(ids, tamanho_do_prompt)``.
 
-    ``ids`` = tokens do *prompt* + tokens da resposta + ``eos_id`` (o modelo aprende a
-    parar). O *prompt* e a resposta são codificados separadamente, para que a fronteira
+    ``ids`` = ``bos`` do modelo (se ele usa) + tokens do *prompt* + tokens da resposta +
+    ``eos_id`` (o modelo aprende a parar). O *prompt* e a resposta são codificados separadamente, para que a fronteira
     entre eles caia exatamente entre dois tokens.
 
     Args:
         entries: exemplos com ``instrucao``, ``entrada`` e ``saida``.
-        tokenizer: um ``tiktoken.Encoding`` (o do SmolLM2).
-        eos_id: o token de fim (padrão: o ID de ``<|endoftext|>`` do tokenizador).
+        tokenizer: o do modelo (SmolLM2 ou Gemma 3; veja ``companion.textcodec``).
+        eos_id: o token de fim (padrão: o fim de documento do modelo, ``<|endoftext|>``
+            no SmolLM2 e ``<eos>`` no Gemma 3).
 
     Returns:
         Lista de pares ``(ids, prompt_len)``.
     """
-    if eos_id is None:
-        eos_id = tokenizer.encode_single_token(EOS_TOKEN)
+    codec = text_codec(tokenizer)
+    eos_id = codec.eos_id if eos_id is None else eos_id
     items = []
     for entry in entries:
         _check_entry(entry, ("instrucao", "saida"))
-        prompt = tokenizer.encode(format_prompt(entry), disallowed_special=())
-        answer = tokenizer.encode(entry["saida"].strip(), disallowed_special=())
+        prompt = codec.document(format_prompt(entry))  # o Gemma começa com <bos>; o SmolLM2, direto no texto
+        answer = codec.encode(entry["saida"].strip())
         items.append((prompt + answer + [eos_id], len(prompt)))
     return items
 
@@ -448,8 +450,8 @@ def generate_response(
     """A resposta do modelo (gulosa) a uma instrução, no molde Alpaca.
 
     Args:
-        model: um ``LlamaModel`` (com ou sem adaptador).
-        tokenizer: o ``tiktoken.Encoding`` do SmolLM2.
+        model: o ``CausalLM`` (SmolLM2 ou Gemma 3, com ou sem adaptador).
+        tokenizer: o tokenizador do modelo.
         entry: ``{"instrucao": ..., "entrada": ...}`` ou só o texto da instrução.
         max_new_tokens: limite da resposta.
 
@@ -460,11 +462,9 @@ def generate_response(
 
     if isinstance(entry, str):
         entry = {"instrucao": entry, "entrada": ""}
-    ids = tokenizer.encode(format_prompt(entry), disallowed_special=())
-    specials = tokenizer.special_tokens_set
-    stop = [tokenizer.encode_single_token(t) for t in (EOS_TOKEN, "<|im_end|>") if t in specials]
+    codec = text_codec(tokenizer)
+    ids = codec.document(format_prompt(entry))
     device = next(model.parameters()).device
-    out = generate(model, torch.tensor([ids], device=device), max_new_tokens, eos_id=stop)  # (1, T + n)
-    new = [t for t in out[0, len(ids) :].tolist() if t not in stop]
-    text = tokenizer.decode(new)
+    out = generate(model, torch.tensor([ids], device=device), max_new_tokens, eos_id=list(codec.stop_ids))  # (1, T + n)
+    text = codec.decode(out[0, len(ids) :].tolist())
     return text.split(f"\n{INSTRUCTION_HEADER}")[0].strip()  # um modelo sem ajuste às vezes inventa outra instrução

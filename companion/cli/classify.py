@@ -28,14 +28,25 @@ def _read_inputs(args: argparse.Namespace) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Classifica e imprime um rótulo por linha."""
+    from companion.assets import artifact_path
     from companion.classifier import classify_texts, load_classifier
+    from companion.probe import PROBE_INFO_FILE, classify_with_probe, load_probe
 
-    start(args)
+    runtime = start(args)
     texts = _read_inputs(args)
     if any(not t.strip() for t in texts):
         raise ValueError("há uma mensagem vazia entre os argumentos: não há o que classificar.")
-    model, tokenizer, info = load_classifier(args.model)
-    labels, _ = classify_texts(model, tokenizer, texts, info["config"]["max_length"])
+    folder = Path(args.model) if args.model is not None else artifact_path("gemma-classificador")
+    if (folder / PROBE_INFO_FILE).is_file():  # uma sonda sobre um modelo congelado (o Gemma 3)
+        from companion.pretrained import load_pretrained
+
+        probe, cfg, info = load_probe(folder)
+        model, tokenizer = load_pretrained(info["pretrained"])
+        model.to(runtime.device)
+        labels = [label for label, _ in classify_with_probe(model, tokenizer, probe, cfg, texts, info["labels"])]
+    else:  # o classificador do SmolLM2 (último bloco + cabeça nova)
+        model, tokenizer, info = load_classifier(folder)
+        labels, _ = classify_texts(model, tokenizer, texts, info["config"]["max_length"])
     for label in labels:
         print(label)
     return 0
@@ -52,7 +63,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("texts", nargs="*", metavar="TEXTO", help="mensagens a classificar (uma por argumento)")
-    parser.add_argument("--model", required=True, help="pasta gravada por `finetune classify`")
+    parser.add_argument("--model", default=None,
+                        help="pasta gravada por `finetune classify` (padrão: a sonda do curso sobre o Gemma 3)")
     parser.add_argument("--file", default=None, help="arquivo UTF-8 com uma mensagem por linha")
     add_runtime_options(parser, precision=False)
     parser.set_defaults(handler=run)

@@ -31,14 +31,34 @@ from companion.train import TrainConfig
 
 __all__ = ["add_command"]
 
+PRETRAINED_NAMES = ("gemma3-270m", "smollm2")  # as chaves de companion.pretrained.PRETRAINED_MODELS
+# o adaptador de instruções do curso, ponto de partida da DPO, para cada modelo
+SFT_ARTIFACTS = {"gemma3-270m": "gemma-instrucoes-lora", "smollm2": "instrucoes-lora"}
+
 
 # ----------------------------------------------------------------------------- finetune classify
 def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     """Opções de ``python -m companion finetune classify``."""
     from companion.classifier import PROMPT_FORMATS, SCHEDULES, ClassifierConfig
+    from companion.probe import ProbeConfig
 
     defaults = ClassifierConfig()
-    parser.add_argument("--out", required=True, help="pasta de saída (classificador.safetensors + classificador.json)")
+    probe_defaults = ProbeConfig()
+    parser.add_argument("--out", required=True,
+                        help="pasta de saída (gemma3-270m: sonda.safetensors + sonda.json; smollm2: "
+                             "classificador.safetensors + classificador.json)")
+    parser.add_argument("--model", choices=PRETRAINED_NAMES, default="gemma3-270m",
+                        help="gemma3-270m (padrão): sonda linear sobre o Gemma 3 congelado; smollm2: o último "
+                             "bloco do SmolLM2 + uma cabeça nova, ajustados")
+    parser.add_argument("--layers", default=",".join(map(str, probe_defaults.layers)),
+                        help="só gemma3-270m: blocos cujas médias formam o vetor da mensagem "
+                             f"(padrão {','.join(map(str, probe_defaults.layers))})")
+    parser.add_argument("--probe-steps", type=int, default=probe_defaults.steps,
+                        help=f"só gemma3-270m: passos da regressão logística (padrão {probe_defaults.steps})")
+    parser.add_argument("--probe-lr", type=float, default=probe_defaults.lr,
+                        help=f"só gemma3-270m: taxa de aprendizado da sonda (padrão {probe_defaults.lr:g})")
+    parser.add_argument("--probe-weight-decay", type=float, default=probe_defaults.weight_decay,
+                        help=f"só gemma3-270m: decaimento de peso da sonda (padrão {probe_defaults.weight_decay:g})")
     parser.add_argument("--data", default=None, help="outro JSONL no formato de mensagens.jsonl (padrão: o do pacote)")
     parser.add_argument("--epochs", type=int, default=defaults.epochs, help=f"épocas (padrão {defaults.epochs})")
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size, help=f"mensagens por lote (padrão {defaults.batch_size})")
@@ -66,7 +86,9 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_classify(args: argparse.Namespace) -> int:
-    """``finetune classify``: treina, mede e grava o classificador."""
+    """``finetune classify``: treina, mede e grava o classificador (sonda no Gemma, bloco no SmolLM2)."""
+    if args.model == "gemma3-270m":
+        return _run_classify_probe(args)
     from companion.classifier import (
         LABELS,
         SPLITS,
@@ -165,6 +187,72 @@ def _run_classify(args: argparse.Namespace) -> int:
 
 
 
+def _parse_layers(text: str) -> tuple[int, ...]:
+    try:
+        layers = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--layers deve ser uma lista de blocos separados por vírgula, como 6,9,12; recebi {text!r}.") from None
+    if not layers:
+        raise ValueError(f"--layers precisa de ao menos um bloco; recebi {text!r}.")
+    return layers
+
+
+def _run_classify_probe(args: argparse.Namespace) -> int:
+    """``finetune classify --model gemma3-270m``: a sonda linear sobre o Gemma 3 congelado."""
+    from companion.classifier import LABELS, SPLITS, accuracy, confusion_matrix, load_messages, split_messages
+    from companion.probe import PROBE_WEIGHTS_FILE, ProbeConfig, message_features, save_probe, train_probe
+    from companion.pretrained import load_pretrained
+
+    started = time.perf_counter()
+    runtime = start(args)
+    if args.limit is not None:
+        check_int("--limit", args.limit, 1)
+    cfg = ProbeConfig(layers=_parse_layers(args.layers), max_length=args.max_length, batch_size=args.batch_size,
+                      steps=args.probe_steps, lr=args.probe_lr, weight_decay=args.probe_weight_decay, seed=args.seed)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} existe e não é uma pasta.")
+    data = split_messages(load_messages(path=args.data), args.limit)
+    print(f"mensagens: {len(data['treino'])} de treino, {len(data['validacao'])} de validação, "
+          f"{len(data['teste'])} de teste")
+    model, tokenizer = load_pretrained(args.model)
+    model.to(runtime.device)
+    features, labels = {}, {}
+    for split, rows in data.items():
+        features[split] = message_features(model, tokenizer, [r["texto"] for r in rows], cfg, progress=not args.no_progress)
+        labels[split] = torch.tensor([LABELS.index(r["rotulo"]) for r in rows])
+    feature_seconds = time.perf_counter() - started
+    train_splits = ["treino", "validacao"] if args.train_on_validation else ["treino"]
+    probe, losses = train_probe(torch.cat([features[s] for s in train_splits]),
+                                torch.cat([labels[s] for s in train_splits]), cfg, len(LABELS), log=print)
+    metrics: dict[str, Any] = {}
+    with torch.no_grad():
+        for split in SPLITS:
+            if split in train_splits[1:] or not len(labels[split]):
+                continue
+            preds = probe(features[split]).argmax(-1)
+            metrics[split] = {"accuracy": round(accuracy(preds, labels[split]), 4),
+                              "confusion_matrix": confusion_matrix(preds, labels[split]).tolist(),
+                              "n": len(labels[split])}
+    seconds = time.perf_counter() - started
+    info = {
+        "labels": list(LABELS),
+        "pretrained": args.model,
+        "command": _command_line("classify", args),
+        "train_splits": train_splits,
+        "data_sha256": sha256_of(Path(args.data) if args.data else asset_path("finetune/mensagens.jsonl")),
+        "metrics": {**metrics, "step_loss": [round(v, 5) for v in losses[::10]]},
+        "seconds": {"total": round(seconds, 1), "features": round(feature_seconds, 1)},
+        "threads": runtime.threads,
+    }
+    save_probe(out, probe, cfg, info)
+    for split, values in metrics.items():
+        print(f"acurácia de {split}: {pct(values['accuracy'], 2)} ({values['n']} mensagens)")
+    size = (out / PROBE_WEIGHTS_FILE).stat().st_size
+    print(f"gravado em {out}/ ({PROBE_WEIGHTS_FILE}: {num(size / 1e3, 1)} KB) em {num(seconds)} s")
+    return 0
+
+
 # ----------------------------------------------------------------------------- opções comuns da LoRA
 def _instruct_arguments(parser: argparse.ArgumentParser) -> None:
     """Opções de ``python -m companion finetune instruct``."""
@@ -183,6 +271,8 @@ def _lora_arguments(
     Cada tarefa passa os seus padrões; ``unit`` diz o que vai num lote ("exemplos", "pares").
     Leia as opções de volta com ``_lora_configs``.
     """
+    parser.add_argument("--model", choices=PRETRAINED_NAMES, default="gemma3-270m",
+                        help="o modelo pré-treinado ajustado (padrão gemma3-270m; smollm2 é o do cap. 5)")
     parser.add_argument("--steps", type=int, default=steps, help=f"passos de otimização (padrão {steps})")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"{unit} por lote (padrão {batch_size})")
     parser.add_argument("--lr", type=float, default=lr, help=f"taxa de aprendizado máxima (padrão {lr:g})")
@@ -264,14 +354,14 @@ def _run_instruct(args: argparse.Namespace) -> int:
     )
     from companion.lora import apply_lora, save_lora_adapter
     from companion.model import count_parameters
-    from companion.pretrained import load_smollm2
+    from companion.pretrained import load_pretrained
 
     runtime = start(args)
     out = Path(args.out)
     lora_cfg, train_cfg = _lora_configs(args, args.eval_interval, runtime.precision)
     mask_prompt = not args.no_mask_prompt
     began = time.perf_counter()
-    model, tokenizer = load_smollm2(torch.float32)
+    model, tokenizer = load_pretrained(args.model, torch.float32)
     model.to(runtime.device)
     splits = {s: load_instructions(s)[: args.limit] for s in SPLITS}
     items = {s: encode_instructions(rows, tokenizer) for s, rows in splits.items()}
@@ -313,11 +403,12 @@ def _run_instruct(args: argparse.Namespace) -> int:
     print(f"depois: perda de validação {num(after['validacao'], 4)} | de teste {num(after['teste'], 4)}")
 
     command = _command_line("instruct", args)
-    info = {"task": "instruct", "seed": args.seed, "mask_prompt": mask_prompt, "steps": args.steps,
+    info = {"task": "instruct", "pretrained": args.model, "seed": args.seed, "mask_prompt": mask_prompt, "steps": args.steps,
             "data_sha256": sha256_of(asset_path(INSTRUCTIONS_ASSET))}
     file = save_lora_adapter(out, model, lora_cfg, **info)
     metrics = {
         "task": "instruct",
+        "model": args.model,
         "command": command,
         "seed": args.seed,
         "lora": lora_cfg.to_dict(),
@@ -368,7 +459,7 @@ def _run_dpo(args: argparse.Namespace) -> int:
         encode_preferences,
         evaluate_dpo,
         load_preferences,
-        load_tuned_smollm2,
+        load_tuned,
         reference_logprobs,
         split_long_pairs,
         train_dpo,
@@ -392,13 +483,13 @@ def _run_dpo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_number("--beta", args.beta, 0.0, min_open=True)
     if args.sft_adapter is None:
-        args.sft_adapter = str(artifact_path("instrucoes-lora"))
+        args.sft_adapter = str(artifact_path(SFT_ARTIFACTS[args.model]))
     lora_cfg, train_cfg = _lora_configs(args, args.steps, runtime.precision)
     read_adapter_metadata(args.sft_adapter)  # confere já que o adaptador de instruções existe
     sft_sha = sha256_of(adapter_file(args.sft_adapter))
 
     began = time.perf_counter()
-    model, tokenizer = load_tuned_smollm2([args.sft_adapter])  # a referência: o modelo ajustado, somado
+    model, tokenizer = load_tuned(args.model, [args.sft_adapter])  # a referência: o modelo ajustado, somado
     model.to(runtime.device)
     rows = {s: load_preferences(s)[: args.limit] for s in SPLITS}
     pairs = {s: encode_preferences(r, tokenizer) for s, r in rows.items()}
@@ -446,12 +537,13 @@ def _run_dpo(args: argparse.Namespace) -> int:
               f"acurácia das recompensas {num(100 * after[s]['accuracy'], 1)}%")
     print(f"perda nas instruções de teste: {num(before['instructions_test_loss'], 4)} -> {num(after['instructions_test_loss'], 4)}")
 
-    info = {"task": "dpo", "seed": args.seed, "beta": args.beta, "steps": args.steps,
+    info = {"task": "dpo", "pretrained": args.model, "seed": args.seed, "beta": args.beta, "steps": args.steps,
             "base_adapter": Path(args.sft_adapter).name, "base_adapter_sha256": sft_sha,
             "data_sha256": sha256_of(asset_path(PREFERENCES_ASSET))}
     file = save_lora_adapter(out, model, lora_cfg, **info)
     metrics = {
         "task": "dpo",
+        "model": args.model,
         "command": _command_line("dpo", args),
         "seed": args.seed,
         "beta": args.beta,

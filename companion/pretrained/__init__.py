@@ -10,6 +10,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import torch
+
 from companion.pretrained.gemma3 import (
     GEMMA3_FILE,
     GEMMA3_PACKAGE,
@@ -37,6 +41,8 @@ from companion.pretrained.smollm2 import (
 )
 
 __all__ = [
+    "PRETRAINED_MODELS",
+    "load_pretrained",
     "open_gguf",
     "gguf_field",
     "dequantize_tensor",
@@ -57,3 +63,17 @@ __all__ = [
     "load_gemma3",
     "read_gemma3_config",
 ]
+
+# nome na linha de comando -> carregador; todos devolvem (modelo, tokenizador)
+PRETRAINED_MODELS = {"gemma3-270m": load_gemma3, "smollm2": load_smollm2}
+
+
+def load_pretrained(name: str, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """Um dos modelos pré-treinados do curso pelo nome: ``"gemma3-270m"`` ou ``"smollm2"``.
+
+    Raises:
+        ValueError: nome desconhecido (a mensagem lista os aceitos).
+    """
+    if name not in PRETRAINED_MODELS:
+        raise ValueError(f"modelo pré-treinado desconhecido: {name!r}; os aceitos são {', '.join(PRETRAINED_MODELS)}.")
+    return PRETRAINED_MODELS[name](dtype)
