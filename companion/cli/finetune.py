@@ -53,6 +53,10 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layers", default=",".join(map(str, probe_defaults.layers)),
                         help="só gemma3-270m: blocos cujas médias formam o vetor da mensagem "
                              f"(padrão {','.join(map(str, probe_defaults.layers))})")
+    parser.add_argument("--hidden", type=int, default=probe_defaults.hidden,
+                        help=f"só gemma3-270m: neurônios da camada escondida da sonda, 0 = linear (padrão {probe_defaults.hidden})")
+    parser.add_argument("--probe-dropout", type=float, default=probe_defaults.dropout,
+                        help=f"só gemma3-270m: dropout nos vetores durante o treino da sonda (padrão {probe_defaults.dropout:g})")
     parser.add_argument("--probe-steps", type=int, default=probe_defaults.steps,
                         help=f"só gemma3-270m: passos da regressão logística (padrão {probe_defaults.steps})")
     parser.add_argument("--probe-lr", type=float, default=probe_defaults.lr,
@@ -207,7 +211,8 @@ def _run_classify_probe(args: argparse.Namespace) -> int:
     runtime = start(args)
     if args.limit is not None:
         check_int("--limit", args.limit, 1)
-    cfg = ProbeConfig(layers=_parse_layers(args.layers), max_length=args.max_length, batch_size=args.batch_size,
+    cfg = ProbeConfig(layers=_parse_layers(args.layers), hidden=args.hidden, dropout=args.probe_dropout,
+                      max_length=args.max_length, batch_size=args.batch_size,
                       steps=args.probe_steps, lr=args.probe_lr, weight_decay=args.probe_weight_decay, seed=args.seed)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -285,7 +290,7 @@ def _lora_arguments(
     parser.add_argument("--max-length", type=int, default=256, help="corta exemplos com mais tokens (padrão 256)")
     parser.add_argument("--seed", type=int, default=123, help="semente (padrão 123)")
     parser.add_argument("--limit", type=int, default=None, help=f"usa só os N primeiros {unit} de cada divisão (testes)")
-    parser.add_argument("--examples", type=int, default=4, help="respostas de teste guardadas no metrics.json (padrão 4)")
+    parser.add_argument("--examples", type=int, default=4, help="respostas de teste, espalhadas pela divisão, guardadas no metrics.json (padrão 4)")
     parser.add_argument("--no-progress", action="store_true", help="sem barra de progresso")
 
 
@@ -316,6 +321,15 @@ def _parse_targets(text: str) -> tuple[str, ...]:
     if not targets:
         raise ValueError(f"--targets precisa de ao menos um nome de camada; recebi {text!r}.")
     return targets
+
+
+def _spread(rows: Sequence[Mapping[str, str]], count: int) -> list[Mapping[str, str]]:
+    """``count`` exemplos espalhados pela lista (o teste vem agrupado por tipo de tarefa)."""
+    check_int("--examples", count, 0)
+    if count == 0 or not rows:
+        return []
+    step = max(1, len(rows) // count)
+    return list(rows[::step][:count])
 
 
 def _sample_answers(model: nn.Module, tokenizer: Any, entries: Sequence[Mapping[str, str]], max_new_tokens: int = 48) -> list[str]:
@@ -374,7 +388,7 @@ def _run_instruct(args: argparse.Namespace) -> int:
         f"instruções: {len(items['treino'])} de treino, {len(items['validacao'])} de validação, "
         f"{len(items['teste'])} de teste | prompt mascarado: {'sim' if mask_prompt else 'não'}"
     )
-    shown = splits["teste"][: args.examples]
+    shown = _spread(splits["teste"], args.examples)
 
     def measure() -> dict[str, float]:
         return {
@@ -513,7 +527,7 @@ def _run_dpo(args: argparse.Namespace) -> int:
         result["instructions_test_loss"] = evaluate_instructions(model, instr_test, 8, True, precision, args.max_length)
         return result
 
-    shown = rows["teste"][: args.examples]
+    shown = _spread(rows["teste"], args.examples)
     answers_before = [generate_response(model, tokenizer, e, 64) for e in shown]
     before = measure()
     # fração dos pares em que a referência já acha a escolhida mais provável que a rejeitada
