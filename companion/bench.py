@@ -397,8 +397,12 @@ def run_pretrained_benchmark(
     gen_tokens: int = 64,
     steps: int = 3,
     threads: int = 1,
+    lora_batch: int | None = 8,
+    lora_context: int = 128,
+    loss_paths: tuple[str, ...] = ("chunked",),
 ) -> BenchResult:
-    """Mede a geração gulosa com KV cache de um modelo pré-treinado (lote 1, ``float32``).
+    """Mede a geração gulosa com KV cache de um modelo pré-treinado (lote 1, ``float32``) e
+    um passo de ajuste fino com LoRA (o do cap. 6).
 
     O *prompt* é ``PRETRAINED_PROMPT`` (com ``<bos>``); a geração não para no fim de texto,
     para que cada medida tenha sempre ``gen_tokens`` tokens novos. O tempo inclui tudo o
@@ -409,17 +413,29 @@ def run_pretrained_benchmark(
         gen_tokens: tokens novos em cada geração.
         steps: repetições medidas (depois de uma de aquecimento).
         threads: *threads* do PyTorch durante a medida (restaurado no fim).
+        lora_batch: exemplos do lote do passo com LoRA (``None`` = não mede o treino). O
+            passo é o do cap. 6: LoRA ``r = 8`` nas sete projeções de cada bloco, todas as
+            posições com alvo (o pior caso), AdamW nos parâmetros da LoRA.
+        lora_context: tokens por exemplo no passo com LoRA.
+        loss_paths: caminhos da perda medidos no passo (``"chunked"``, o do pacote, e/ou
+            ``"full"``, os *logits* ``(B, T, V)`` inteiros).
 
     Returns:
-        Um ``BenchResult`` só com ``gen_cached_tokens_per_s`` (o resto fica ``None``).
+        Um ``BenchResult`` com ``gen_cached_tokens_per_s`` e, com ``lora_batch``,
+        ``train_paths`` (tokens/s, pico de memória e perda de cada caminho; sem MFU).
 
     Raises:
         ValueError: modelo desconhecido ou valores fora do permitido.
         FileNotFoundError: os pesos do modelo não estão instalados (a mensagem diz como instalar).
     """
     check_choice("model_name", model_name, PRETRAINED_MODELS)
-    for name, value in (("gen_tokens", gen_tokens), ("steps", steps), ("threads", threads)):
+    for name, value in (("gen_tokens", gen_tokens), ("steps", steps), ("threads", threads),
+                        ("lora_context", lora_context)):
         check_int(name, value, 1)
+    if lora_batch is not None:
+        check_int("lora_batch", lora_batch, 1)
+    for path in loss_paths:
+        check_choice("loss_paths", path, LOSS_PATHS)
     from companion.pretrained import load_gemma3
 
     old_threads = torch.get_num_threads()
@@ -428,19 +444,45 @@ def run_pretrained_benchmark(
         model, tokenizer = load_gemma3()
         prompt = torch.tensor([tokenizer.encode(PRETRAINED_PROMPT, bos=True)])  # (1, T)
         seconds = median_seconds(lambda: generate(model, prompt, gen_tokens), steps)
+        paths = {} if lora_batch is None else _measure_lora_step(model, lora_batch, lora_context, steps, loss_paths)
     finally:
         torch.set_num_threads(old_threads)
+    train = paths.get("chunked") or next(iter(paths.values()), None)
     return BenchResult(
         preset=model_name,
         n_params=count_parameters(model),
-        batch_size=1,
-        context=prompt.shape[1],
+        batch_size=lora_batch or 1,
+        context=lora_context if lora_batch else prompt.shape[1],
         threads=threads,
-        train_tokens_per_s=None,
+        train_tokens_per_s=None if train is None else train.tokens_per_s,
         gen_tokens=gen_tokens,
         gen_cached_tokens_per_s=gen_tokens / seconds,
         gen_uncached_tokens_per_s=None,
+        train_paths=paths,
     )
+
+
+def _measure_lora_step(
+    model: nn.Module, batch_size: int, context: int, steps: int, loss_paths: tuple[str, ...]
+) -> dict[str, TrainPathResult]:
+    """Passos de ajuste com LoRA (r = 8 nas sete projeções) num lote aleatório, por caminho da perda."""
+    from companion.lora import apply_lora
+
+    apply_lora(model, ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"), 8, 16.0)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, model.cfg.vocab_size, (batch_size, context), generator=g)
+    y = torch.randint(0, model.cfg.vocab_size, (batch_size, context), generator=g)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    results = {}
+    for path in loss_paths:
+        step = lambda path=path: train_step(model, optimizer, x, y, path)  # noqa: E731
+        loss = step()  # aquecimento (e o estado do AdamW)
+        memory = peak_memory_bytes(step)
+        seconds = median_seconds(step, steps, warmup=0)
+        results[path] = TrainPathResult(path=path, tokens_per_s=batch_size * context / seconds, mfu=None,
+                                        peak_memory_bytes=memory, loss=loss)
+    return results
 
 
 def _fmt(value: float | None, digits: int = 1) -> str:
@@ -473,12 +515,16 @@ def format_table(result: BenchResult) -> str:
             memory = "—" if p.peak_memory_bytes is None else f"{_fmt(p.peak_memory_bytes / 1e6, 0)} MB"
             mfu = "—" if p.mfu is None else f"{_fmt(100 * p.mfu)}%"
             table += f"| {LOSS_PATHS[path]} | {_fmt(p.tokens_per_s)} | {mfu} | {memory} | {_fmt(p.loss, 4)} |\n"
-        table += (
-            f"\nMFU: FLOPs do passo ({_fmt(r.flops_per_token / 1e6)} MFLOP por token: 6 × parâmetros das "
-            f"matrizes + atenção) por segundo, sobre os {_fmt(r.matmul_gflops)} GFLOP/s da mais rápida de duas "
-            "multiplicações float32 nos formatos do modelo (a cabeça de saída em pedaços e o feed-forward), "
-            "medidas junto. Pico de memória: quanto a memória residente do processo subiu durante um passo."
-        )
+        if r.flops_per_token is not None and r.matmul_gflops is not None:
+            table += (
+                f"\nMFU: FLOPs do passo ({_fmt(r.flops_per_token / 1e6)} MFLOP por token: 6 × parâmetros das "
+                f"matrizes + atenção) por segundo, sobre os {_fmt(r.matmul_gflops)} GFLOP/s da mais rápida de duas "
+                "multiplicações float32 nos formatos do modelo (a cabeça de saída em pedaços e o feed-forward), "
+                "medidas junto. "
+            )
+        else:
+            table += f"\nPasso de ajuste fino com LoRA (r = 8 nas sete projeções), lote {r.batch_size} x {r.context}. "
+        table += "Pico de memória: quanto a memória residente do processo subiu durante um passo."
         if "full" in r.train_paths and "chunked" in r.train_paths:
             full, chunked = r.train_paths["full"], r.train_paths["chunked"]
             table += f"\nA perda em pedaços treinou {_fmt(chunked.tokens_per_s / full.tokens_per_s, 2)}x mais rápido"

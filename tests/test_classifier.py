@@ -632,7 +632,7 @@ def test_finetune_cli_errors(capsys, tmp_path):
 def test_finetune_and_classify_end_to_end(tmp_path):
     """O comando de treino num recorte pequeno e o comando classify lendo a pasta gravada."""
     out = tmp_path / "clf"
-    assert finetune("--out", str(out), "--limit", "8", "--epochs", "2", "--no-progress", "--threads", "1") == 0
+    assert finetune("--model", "smollm2", "--out", str(out), "--limit", "8", "--epochs", "2", "--no-progress", "--threads", "1") == 0
     info = json.loads((out / INFO_FILE).read_text(encoding="utf-8"))
     assert info["metrics"]["treino"]["n"] == 8 and info["metrics"]["teste"]["n"] == 8
     assert info["config"]["prompt_format"] == "conversa"  # o padrão: a mensagem no molde de conversa
@@ -655,7 +655,7 @@ def test_finetune_and_classify_end_to_end(tmp_path):
 def test_finetune_on_train_plus_validation(tmp_path, capsys):
     """O reajuste final treina com treino + validação e não finge ter medido a validação."""
     out = tmp_path / "reajuste"
-    assert finetune("--out", str(out), "--limit", "4", "--epochs", "2", "--batch-size", "4", "--no-progress",
+    assert finetune("--model", "smollm2", "--out", str(out), "--limit", "4", "--epochs", "2", "--batch-size", "4", "--no-progress",
                     "--threads", "1", "--train-on-validation") == 0
     printed = capsys.readouterr().out
     assert "treino + validação (8 mensagens)" in printed and "época 2: perda média" in printed

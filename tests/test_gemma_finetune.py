@@ -210,12 +210,13 @@ def test_cli_trains_a_small_probe_and_classifies_with_it(tmp_path, capsys):
 
     out = tmp_path / "sonda"
     code = main(["finetune", "classify", "--out", str(out), "--limit", "12", "--layers", "3",
-                 "--probe-steps", "50", "--no-progress"])
+                 "--probe-steps", "50", "--hidden", "0", "--no-progress"])
     assert code == 0
     info = json.loads((out / "sonda.json").read_text(encoding="utf-8"))
     assert info["pretrained"] == "gemma3-270m" and info["config"]["layers"] == [3]
     assert info["metrics"]["teste"]["n"] == 12 and "--limit 12" in info["command"]
-    assert (out / "sonda.safetensors").stat().st_size < 20_000
+    assert info["config"]["hidden"] == 0
+    assert (out / "sonda.safetensors").stat().st_size < 20_000  # linear: 2 × 640 pesos, 2 vieses, média e desvio
     capsys.readouterr()
     assert main(["classify", "--model", str(out), "Oi, tudo bem?", "Seu CPF foi bloqueado, clique no link"]) == 0
     lines = capsys.readouterr().out.split()

@@ -8,6 +8,8 @@ no notebook. Cada capítulo acrescenta aqui os seus controles.
   os IDs, de cada tokenizador.
 * cap. 3 — ``attention_explorer``: escolha uma cabeça e um token e veja para onde ele olha.
 * cap. 5 — ``decoding_explorer``: temperatura, top-k e top-p sobre o modelo treinado.
+* cap. 6 — ``classifier_explorer``: digite uma mensagem e veja se o classificador de
+  golpes (o ``SpamClassifier`` ou a sonda sobre o Gemma 3 congelado) a marca como spam.
 """
 
 from __future__ import annotations
@@ -387,35 +389,57 @@ def decoding_explorer(
 EXAMPLE_MESSAGE = "Seu CPF foi sorteado! Para liberar o prêmio de R$ 5.000, pague a taxa de R$ 49,90 no Pix: premio-cpf.online"
 
 
-def classifier_html(model, tokenizer, text: str, max_length: int = 128) -> str:
+def _classifier_probs(model, tokenizer, text: str, max_length: int, probe, cfg):
+    """Probabilidades ``(K,)`` de cada classe para um texto: pelo ``SpamClassifier`` ou pela sonda."""
+    if probe is None:
+        from companion.classifier import classify_texts
+
+        _, probs = classify_texts(model, tokenizer, [text], max_length=max_length)
+        return probs[0]
+    import torch
+
+    from companion.probe import ProbeConfig, message_features
+
+    with torch.no_grad():
+        features = message_features(model, tokenizer, [text], cfg or ProbeConfig())  # (1, F)
+        return probe(features).softmax(dim=-1)[0]  # (K,)
+
+
+def classifier_html(model, tokenizer, text: str, max_length: int = 128, *, probe=None, cfg=None) -> str:
     """HTML com a decisão do classificador para uma mensagem: o rótulo e a probabilidade de cada classe (cap. 6).
 
+    Serve aos dois classificadores do curso: o ``SpamClassifier`` (SmolLM2 com blocos e
+    cabeça ajustados) e a sonda sobre um modelo congelado (``companion.probe``).
+
     Args:
-        model: um ``companion.classifier.SpamClassifier`` treinado.
+        model: um ``companion.classifier.SpamClassifier`` treinado — ou, com ``probe``, o
+            modelo congelado de onde saem os vetores (o Gemma 3 de ``load_gemma3``).
         tokenizer: o tokenizador do modelo base.
         text: a mensagem.
-        max_length: tokens lidos da mensagem.
+        max_length: tokens lidos da mensagem (só no ``SpamClassifier``; a sonda usa ``cfg.max_length``).
+        probe: uma ``companion.probe.LinearProbe`` treinada (``load_probe``), ou ``None``.
+        cfg: a ``ProbeConfig`` da sonda (os blocos lidos); ``None`` = ``ProbeConfig()``.
 
     Returns:
         Um trecho de HTML (``str``); para um texto vazio, um aviso em vez da decisão.
     """
-    from companion.classifier import LABELS, classify_texts
+    from companion.classifier import LABELS
 
     if not isinstance(text, str):
         raise TypeError(f"text deve ser um texto (str); recebi {type(text).__name__}.")
     if not text.strip():
         return '<p style="color:#777">Digite uma mensagem para classificar.</p>'
-    labels, probs = classify_texts(model, tokenizer, [text], max_length=max_length)
+    probs = _classifier_probs(model, tokenizer, text, max_length, probe, cfg)
     colors = {"spam": "#D55E00", "normal": "#009E73"}
     bars = []
     for k, name in enumerate(LABELS):
-        p = float(probs[0, k])
+        p = float(probs[k])
         bars.append(
             f'<div style="margin:2px 0"><span style="display:inline-block;width:4.5em">{name}</span>'
             f'<span style="display:inline-block;width:{p * 240:.0f}px;height:0.9em;background:{colors.get(name, "#0072B2")};'
             f'vertical-align:middle"></span> {p:.1%}</div>'
         )
-    label = labels[0]
+    label = LABELS[int(probs.argmax())]
     verdict = "parece golpe/spam" if label == "spam" else "parece uma mensagem normal"
     return (
         f'<div><p style="margin:4px 0">«{html.escape(text)}»</p>'
@@ -424,17 +448,19 @@ def classifier_html(model, tokenizer, text: str, max_length: int = 128) -> str:
     )
 
 
-def classifier_explorer(model, tokenizer, text: str = EXAMPLE_MESSAGE, max_length: int = 128):
+def classifier_explorer(model, tokenizer, text: str = EXAMPLE_MESSAGE, max_length: int = 128, *, probe=None, cfg=None):
     """Classificador interativo: digite uma mensagem e veja se o modelo a acha golpe (cap. 6).
 
     A decisão é recalculada quando você termina de digitar (Enter ou clique fora da caixa).
     No site, sem *kernel*, aparece a decisão para a mensagem inicial.
 
     Args:
-        model: um ``SpamClassifier`` treinado (``companion.classifier.load_classifier``).
+        model: um ``SpamClassifier`` treinado (``companion.classifier.load_classifier``) —
+            ou, com ``probe``, o modelo congelado (``companion.pretrained.load_gemma3``).
         tokenizer: o tokenizador do modelo base.
         text: a mensagem inicial.
-        max_length: tokens lidos da mensagem.
+        max_length: tokens lidos da mensagem (só no ``SpamClassifier``).
+        probe, cfg: a sonda e a sua configuração (``companion.probe.load_probe``), ou ``None``.
 
     Returns:
         Um ``ipywidgets.VBox`` com a caixa de texto e o painel.
@@ -445,10 +471,10 @@ def classifier_explorer(model, tokenizer, text: str = EXAMPLE_MESSAGE, max_lengt
         value=text, description="Mensagem:", continuous_update=False,
         layout=widgets.Layout(width="100%", height="4.5em"),
     )
-    panel = widgets.HTML(value=classifier_html(model, tokenizer, text, max_length))
+    panel = widgets.HTML(value=classifier_html(model, tokenizer, text, max_length, probe=probe, cfg=cfg))
 
     def update(change: dict) -> None:
-        panel.value = classifier_html(model, tokenizer, change["new"], max_length)
+        panel.value = classifier_html(model, tokenizer, change["new"], max_length, probe=probe, cfg=cfg)
 
     box.observe(update, names="value")
     return widgets.VBox([box, panel])

@@ -29,8 +29,12 @@ def run(args: argparse.Namespace) -> int:
     check_int("--steps", args.steps, 1)
     check_int("--gen-tokens", args.gen_tokens, 1)
     if args.model is not None:
-        result = run_pretrained_benchmark(args.model, gen_tokens=args.gen_tokens, steps=args.steps,
-                                          threads=runtime.threads)
+        check_int("--batch-size", args.batch_size, 1)
+        result = run_pretrained_benchmark(
+            args.model, gen_tokens=args.gen_tokens, steps=args.steps, threads=runtime.threads,
+            lora_batch=None if args.no_train else args.batch_size, lora_context=args.context or 128,
+            loss_paths=tuple(LOSS_PATHS) if args.loss_path == "both" else (args.loss_path,),
+        )
         print(format_table(result))
         return 0
     result = run_benchmark(
@@ -58,7 +62,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--preset", default="curso-medio", choices=list(GPTConfig.PRESETS), help="preset do modelo")
     parser.add_argument("--model", default=None, choices=PRETRAINED_MODELS,
-                        help="mede a geração com KV cache de um modelo pré-treinado de verdade (no lugar do --preset)")
+                        help="mede a geração com KV cache e um passo de ajuste com LoRA de um modelo pré-treinado "
+                             "de verdade (no lugar do --preset; o passo usa --batch-size x --context, padrão 8 x 128)")
     parser.add_argument("--batch-size", type=int, default=8, help="lote do treino (padrão: 8)")
     parser.add_argument("--context", type=int, default=None, help="tokens por sequência no treino (padrão: do preset)")
     parser.add_argument("--steps", type=int, default=3, help="repetições medidas de cada medida (padrão: 3)")

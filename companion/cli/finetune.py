@@ -91,6 +91,12 @@ def _classify_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_classify(args: argparse.Namespace) -> int:
     """``finetune classify``: treina, mede e grava o classificador (sonda no Gemma, bloco no SmolLM2)."""
+    # Os números valem para os dois modelos: um erro de digitação aparece antes de carregar qualquer coisa.
+    check_int("--epochs", args.epochs, 1)
+    check_int("--batch-size", args.batch_size, 1)
+    check_int("--max-length", args.max_length, 1)
+    if args.limit is not None:
+        check_int("--limit", args.limit, 1)
     if args.model == "gemma3-270m":
         return _run_classify_probe(args)
     from companion.classifier import (
@@ -220,6 +226,8 @@ def _run_classify_probe(args: argparse.Namespace) -> int:
     data = split_messages(load_messages(path=args.data), args.limit)
     print(f"mensagens: {len(data['treino'])} de treino, {len(data['validacao'])} de validação, "
           f"{len(data['teste'])} de teste")
+    if args.train_on_validation and not data["validacao"]:
+        raise ValueError("--train-on-validation pede mensagens com divisao='validacao'; os dados não têm nenhuma.")
     model, tokenizer = load_pretrained(args.model)
     model.to(runtime.device)
     features, labels = {}, {}
