@@ -1,7 +1,8 @@
 """LoRA do zero: ajuste fino com matrizes de posto baixo (cap. 6).
 
-Ajustar os 135 milhões de pesos do SmolLM2 para cada tarefa custa memória (os momentos
-do AdamW dobram o tamanho do modelo) e disco (um modelo inteiro por tarefa). A LoRA
+Ajustar os 270 milhões de pesos do Gemma 3 (ou os 135 milhões do SmolLM2) para cada tarefa
+custa memória (os momentos do AdamW dobram o tamanho do modelo) e disco (um modelo
+inteiro por tarefa). A LoRA
 (*Low-Rank Adaptation*, Hu et al., 2022) congela os pesos ``W`` de algumas camadas
 lineares e aprende só uma correção de posto ``r`` pequeno::
 
@@ -249,7 +250,7 @@ def apply_lora(
     ``lora_B`` novos. A troca é feita no lugar.
 
     Args:
-        model: qualquer ``nn.Module`` (no livro, o ``LlamaModel`` do SmolLM2).
+        model: qualquer ``nn.Module`` (no livro, o ``Gemma3Model``; serve também ao ``LlamaModel`` do SmolLM2).
         targets: o último pedaço do nome das camadas a adaptar (``"q_proj"`` pega
             ``blocks.0.attn.q_proj``, ``blocks.1.attn.q_proj``...).
         r, alpha, dropout: como em ``LoRAConfig``.

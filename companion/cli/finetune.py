@@ -1,4 +1,6 @@
-"""``python -m companion finetune TAREFA``: o ajuste fino do SmolLM2 nos dados do curso (cap. 6).
+"""``python -m companion finetune TAREFA``: o ajuste fino de um modelo pré-treinado nos dados do curso (cap. 6).
+
+O modelo é escolhido com ``--model``: ``gemma3-270m`` (o padrão, o do livro) ou ``smollm2``.
 
 Três tarefas, cada uma com as suas opções e uma função ``_run_<tarefa>`` que chama a
 biblioteca (``companion.classifier``, ``companion.instruct``, ``companion.dpo``) e grava
@@ -285,7 +287,7 @@ def _lora_arguments(
     Leia as opções de volta com ``_lora_configs``.
     """
     parser.add_argument("--model", choices=PRETRAINED_NAMES, default="gemma3-270m",
-                        help="o modelo pré-treinado ajustado (padrão gemma3-270m; smollm2 é o do cap. 5)")
+                        help="o modelo pré-treinado ajustado (padrão gemma3-270m; smollm2 = SmolLM2-135M-Instruct)")
     parser.add_argument("--steps", type=int, default=steps, help=f"passos de otimização (padrão {steps})")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"{unit} por lote (padrão {batch_size})")
     parser.add_argument("--lr", type=float, default=lr, help=f"taxa de aprendizado máxima (padrão {lr:g})")
@@ -596,9 +598,9 @@ def _run_dpo(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- o comando
 # tarefa -> (ajuda, opções, execução)
 TASKS = {
-    "classify": ("treina o classificador de golpes (spam/normal) sobre o SmolLM2 e grava só os pesos treinados",
+    "classify": ("treina o classificador de golpes (spam/normal): uma sonda sobre o Gemma 3 congelado (ou o bloco do topo do SmolLM2); grava só o que treinou",
                  _classify_arguments, _run_classify),
-    "instruct": ("ajuste fino por instruções do SmolLM2 com LoRA; grava só o adaptador",
+    "instruct": ("ajuste fino por instruções com LoRA (Gemma 3 ou SmolLM2); grava só o adaptador",
                  _instruct_arguments, _run_instruct),
     "dpo": ("alinhamento por preferências (DPO) sobre o modelo ajustado a instruções; grava só o adaptador",
             _dpo_arguments, _run_dpo),
@@ -609,8 +611,8 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     """Registra ``python -m companion finetune classify|instruct|dpo``."""
     parser = subparsers.add_parser(
         "finetune",
-        help="ajuste fino do SmolLM2 nos dados do curso (cap. 6)",
-        description="Ajuste fino do SmolLM2-135M-Instruct nos dados em pt-BR do curso.",
+        help="ajuste fino do Gemma 3 (ou do SmolLM2) nos dados do curso (cap. 6)",
+        description="Ajuste fino do Gemma 3 270M (padrão) ou do SmolLM2-135M-Instruct nos dados em pt-BR do curso.",
     )
     tasks = parser.add_subparsers(dest="task", metavar="TAREFA", required=True, parser_class=type(parser))
     for task, (help_text, add_arguments, handler) in TASKS.items():
