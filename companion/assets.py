@@ -5,7 +5,7 @@ Todo arquivo em ``companion/assets/`` que o curso lê tem o seu hash em
 
 - dados (``corpus_ptbr.txt``, ``finetune/mensagens.jsonl``...): ``asset_path(nome)``;
 - artefatos de treinos longos, feitos pela linha de comando e publicados com o pacote
-  (``artefatos/cap5-treino``, ``artefatos/instrucoes-lora``...): ``artifact_path(nome)``
+  (``artefatos/cap5-treino``, ``artefatos/gemma-instrucoes-lora``...): ``artifact_path(nome)``
   devolve a pasta depois de conferir todos os arquivos dela.
 
 Por virem dentro do pacote instalado, funcionam igual num clone do repositório, num
@@ -62,7 +62,7 @@ def artifact_path(name: str, verify: bool = True) -> Path:
     """A pasta de um artefato publicado com o pacote, com todos os arquivos conferidos.
 
     Args:
-        name: o nome do artefato (``"cap5-treino"``, ``"instrucoes-lora"``...; veja ``artifacts()``).
+        name: o nome do artefato (``"cap5-treino"``, ``"gemma-instrucoes-lora"``...; veja ``artifacts()``).
         verify: confere o sha256 de cada arquivo da pasta.
 
     Returns:

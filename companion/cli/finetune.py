@@ -34,8 +34,8 @@ from companion.train import TrainConfig
 __all__ = ["add_command"]
 
 PRETRAINED_NAMES = ("gemma3-270m", "smollm2")  # as chaves de companion.pretrained.PRETRAINED_MODELS
-# o adaptador de instruções do curso, ponto de partida da DPO, para cada modelo
-SFT_ARTIFACTS = {"gemma3-270m": "gemma-instrucoes-lora", "smollm2": "instrucoes-lora"}
+# o adaptador de instruções publicado com o curso, ponto de partida da DPO (só o do Gemma 3 é publicado)
+SFT_ARTIFACTS = {"gemma3-270m": "gemma-instrucoes-lora"}
 
 
 # ----------------------------------------------------------------------------- finetune classify
@@ -469,8 +469,9 @@ def _dpo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sft-adapter", default=None,
                         help="adaptador do ajuste por instruções, ponto de partida e referência "
                              "(padrão: o do curso, que vem com o pacote)")
-    parser.add_argument("--beta", type=float, default=0.1, help="beta da DPO (padrão 0.1)")
-    _lora_arguments(parser, steps=120, batch_size=4, unit="pares", lr=5e-4, dropout=0.0)
+    # beta 0,5 e taxa 1e-4: os do adaptador do curso, escolhidos na validação (README de gemma-dpo-lora)
+    parser.add_argument("--beta", type=float, default=0.5, help="beta da DPO, a \"coleira\" (padrão 0.5)")
+    _lora_arguments(parser, steps=120, batch_size=4, unit="pares", lr=1e-4, dropout=0.0)
 
 
 def _run_dpo(args: argparse.Namespace) -> int:
@@ -507,6 +508,9 @@ def _run_dpo(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_number("--beta", args.beta, 0.0, min_open=True)
     if args.sft_adapter is None:
+        if args.model not in SFT_ARTIFACTS:
+            raise ValueError(f"o curso não publica um adaptador de instruções para --model {args.model}: treine um com "
+                             f"'finetune instruct --model {args.model}' e passe a pasta em --sft-adapter.")
         args.sft_adapter = str(artifact_path(SFT_ARTIFACTS[args.model]))
     lora_cfg, train_cfg = _lora_configs(args, args.steps, runtime.precision)
     read_adapter_metadata(args.sft_adapter)  # confere já que o adaptador de instruções existe
