@@ -473,10 +473,16 @@ def _measure_lora_step(
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, model.cfg.vocab_size, (batch_size, context), generator=g)
     y = torch.randint(0, model.cfg.vocab_size, (batch_size, context), generator=g)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    start = [p.detach().clone() for p in trainable]
     results = {}
     for path in loss_paths:
-        step = lambda path=path: train_step(model, optimizer, x, y, path)  # noqa: E731
+        # cada caminho parte da mesma LoRA e de um AdamW novo: a perda do 1º passo tem de ser a mesma
+        with torch.no_grad():
+            for p, p0 in zip(trainable, start):
+                p.copy_(p0)
+        optimizer = torch.optim.AdamW(trainable, lr=1e-4)
+        step = lambda path=path, optimizer=optimizer: train_step(model, optimizer, x, y, path)  # noqa: E731
         loss = step()  # aquecimento (e o estado do AdamW)
         memory = peak_memory_bytes(step)
         seconds = median_seconds(step, steps, warmup=0)

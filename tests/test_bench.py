@@ -219,3 +219,7 @@ def test_pretrained_benchmark_with_gemma3():
     assert result.n_params > 268_098_176  # + os parâmetros da LoRA
     table = format_table(result)
     assert "lote 2 x 16" in table and "| em pedaços (lm_loss) |" in table and "MFU:" not in table
+    # os dois caminhos partem do mesmo estado: a perda do 1º passo é a mesma conta
+    both = run_pretrained_benchmark("gemma3-270m", gen_tokens=2, steps=1, lora_batch=2, lora_context=16,
+                                    loss_paths=("full", "chunked"))
+    assert both.train_paths["full"].loss == pytest.approx(both.train_paths["chunked"].loss, rel=1e-4)
