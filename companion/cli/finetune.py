@@ -122,8 +122,6 @@ def _run_classify(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     runtime = start(args)
-    if args.limit is not None:
-        check_int("--limit", args.limit, 1)
     cfg = ClassifierConfig(
         trainable_blocks=args.trainable_blocks, max_length=args.max_length, batch_size=args.batch_size,
         epochs=args.epochs, lr=args.lr, head_lr=args.head_lr, weight_decay=args.weight_decay,
@@ -217,8 +215,6 @@ def _run_classify_probe(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     runtime = start(args)
-    if args.limit is not None:
-        check_int("--limit", args.limit, 1)
     cfg = ProbeConfig(layers=_parse_layers(args.layers), hidden=args.hidden, dropout=args.probe_dropout,
                       max_length=args.max_length, batch_size=args.batch_size,
                       steps=args.probe_steps, lr=args.probe_lr, weight_decay=args.probe_weight_decay, seed=args.seed)
